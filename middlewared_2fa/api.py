@@ -1,0 +1,170 @@
+"""Service base class and the ``@api_method`` decorator; the registry is built from them.
+
+A public method is declared once::
+
+    class TwoFactorService(Service):
+        class Config:
+            namespace = "auth.twofactor"
+
+        @api_method(TwoFactorConfigArgs, TwoFactorConfigResult, roles=["SYSTEM_SECURITY_READ"])
+        async def config(self, ctx: CallContext) -> dict: ...
+
+``Args`` models have one field per positional parameter, in order; ``Result`` models have
+one field ``result``. A method without models or roles fails at load time.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+
+from middlewared_2fa.roles import ALL_ROLES
+
+if TYPE_CHECKING:
+    from middlewared_2fa.middleware import Middleware
+    from middlewared_2fa.session import Session
+
+
+@dataclass(slots=True)
+class CallContext:
+    """What a method gets besides its parameters.
+
+    Attributes:
+        middleware: The daemon (repositories, clock, events, settings, other services).
+        session: The caller's session (identity, pending OTP step, address).
+        method: Full method name, e.g. ``user.renew_2fa_secret``.
+        connection: The connection object (to change limits after login); None for
+            internal calls.
+    """
+
+    middleware: Middleware
+    session: Session
+    method: str
+    connection: Any = None
+
+
+@dataclass(slots=True, frozen=True)
+class MethodSpec:
+    """Metadata attached by :func:`api_method`."""
+
+    accepts: type[BaseModel]
+    returns: type[BaseModel]
+    roles: tuple[str, ...]
+    auth: Literal["required", "none"]
+    private: bool
+    audit: bool
+    description: str
+
+
+@dataclass(slots=True)
+class RegisteredMethod:
+    """A bound method in the registry."""
+
+    name: str
+    spec: MethodSpec
+    func: Callable[..., Awaitable[Any]]
+    params: tuple[str, ...] = field(default=())
+
+
+class ApiDefinitionError(Exception):
+    """A plugin declared a method wrongly; raised when the plugin is loaded."""
+
+
+def api_method(
+    accepts: type[BaseModel],
+    returns: type[BaseModel],
+    *,
+    roles: list[str] | None = None,
+    auth: Literal["required", "none"] = "required",
+    private: bool = False,
+    audit: bool = False,
+) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    """Declare a public JSON-RPC method.
+
+    Args:
+        accepts: ``<Thing><Verb>Args`` model, one field per positional parameter.
+        returns: ``<Thing><Verb>Result`` model with a single field ``result``.
+        roles: Roles of which the caller needs one; ``[]`` means any authenticated
+            session. Required unless ``auth="none"``.
+        auth: ``"none"`` for methods callable before login.
+        private: Not callable over the wire (-32601); for internal calls only.
+        audit: Write a METHOD_CALL audit entry for every call (parameters are never
+            recorded, only the method name, the outcome and the error name).
+    """
+
+    def decorate(func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        func.__api_method__ = MethodSpec(  # type: ignore[attr-defined]
+            accepts=accepts,
+            returns=returns,
+            roles=tuple(roles or ()),
+            auth=auth,
+            private=private,
+            audit=audit,
+            description=inspect.cleandoc(func.__doc__ or "").split("\n\n")[0],
+        )
+        func.__api_roles_given__ = roles is not None  # type: ignore[attr-defined]
+        return func
+
+    return decorate
+
+
+class Service:
+    """Base of every plugin service. Subclasses set ``Config.namespace``."""
+
+    class Config:
+        namespace: str = ""
+
+    def __init__(self, middleware: Middleware) -> None:
+        self.middleware = middleware
+
+    async def setup(self) -> None:
+        """Called once after every plugin is loaded and the database is open."""
+
+    async def start(self) -> None:
+        """Called once the listeners accept connections (start background tasks here)."""
+
+    async def stop(self) -> None:
+        """Called on shutdown, before the database closes."""
+
+
+def collect_methods(service: Service) -> list[RegisteredMethod]:
+    """The registry entries of one service instance.
+
+    Raises:
+        ApiDefinitionError: a method lacks roles, has a result model without a single
+            ``result`` field, or parameters that differ from its Args model.
+    """
+    namespace = getattr(service.Config, "namespace", "")
+    if not namespace:
+        raise ApiDefinitionError(f"{type(service).__name__}: Config.namespace is not set")
+    found: list[RegisteredMethod] = []
+    for attr in dir(type(service)):
+        raw = getattr(type(service), attr)
+        spec: MethodSpec | None = getattr(raw, "__api_method__", None)
+        if spec is None:
+            continue
+        name = f"{namespace}.{attr}"
+        if not (isinstance(spec.accepts, type) and issubclass(spec.accepts, BaseModel)):
+            raise ApiDefinitionError(f"{name}: accepts must be a pydantic model")
+        if list(getattr(spec.returns, "model_fields", {})) != ["result"]:
+            raise ApiDefinitionError(f"{name}: the result model must have one field 'result'")
+        if spec.auth == "required" and not getattr(raw, "__api_roles_given__", False):
+            raise ApiDefinitionError(f"{name}: roles are required (use [] for any user)")
+        unknown = set(spec.roles) - ALL_ROLES
+        if unknown:
+            raise ApiDefinitionError(f"{name}: unknown roles {sorted(unknown)}")
+        params = tuple(spec.accepts.model_fields)
+        signature = inspect.signature(raw)
+        declared = tuple(signature.parameters)[2:]  # self, ctx
+        if declared != params:
+            raise ApiDefinitionError(
+                f"{name}: parameters {declared} do not match {spec.accepts.__name__} {params}"
+            )
+        if not inspect.iscoroutinefunction(raw):
+            raise ApiDefinitionError(f"{name}: must be async")
+        found.append(RegisteredMethod(name, spec, getattr(service, attr), params))
+    return found

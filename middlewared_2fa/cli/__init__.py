@@ -1,0 +1,1 @@
+"""``midclt2fa``: the command-line client, and the client library tests share with it."""

@@ -1,0 +1,367 @@
+"""Repositories: every SQL statement of the project.
+
+Values that must be secret (TOTP seeds) arrive here already encrypted; repositories
+never see plaintext secrets.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiosqlite
+
+from middlewared_2fa.datastore.database import Database
+
+
+@dataclass(slots=True)
+class UserRow:
+    """One row of ``users``. ``totp_secret`` is the *encrypted* seed or None."""
+
+    id: int
+    username: str
+    full_name: str
+    password_hash: str | None
+    roles: list[str]
+    locked: bool
+    ssh_password_enabled: bool
+    builtin: bool
+    totp_secret: str | None
+    totp_interval: int
+    totp_digits: int
+    totp_last_step: int | None
+
+    @classmethod
+    def from_row(cls, row: aiosqlite.Row) -> UserRow:
+        return cls(
+            id=row["id"],
+            username=row["username"],
+            full_name=row["full_name"],
+            password_hash=row["password_hash"],
+            roles=json.loads(row["roles"]),
+            locked=bool(row["locked"]),
+            ssh_password_enabled=bool(row["ssh_password_enabled"]),
+            builtin=bool(row["builtin"]),
+            totp_secret=row["totp_secret"],
+            totp_interval=row["totp_interval"],
+            totp_digits=row["totp_digits"],
+            totp_last_step=row["totp_last_step"],
+        )
+
+
+_USER_COLUMNS = {
+    "username",
+    "full_name",
+    "password_hash",
+    "roles",
+    "locked",
+    "ssh_password_enabled",
+    "builtin",
+}
+
+
+def _user_values(fields: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(fields) - _USER_COLUMNS
+    if unknown:
+        raise KeyError(f"not a user column: {sorted(unknown)}")
+    values = dict(fields)
+    if "roles" in values:
+        values["roles"] = json.dumps(list(values["roles"]))
+    for key in ("locked", "ssh_password_enabled", "builtin"):
+        if key in values:
+            values[key] = int(bool(values[key]))
+    return values
+
+
+class UserRepository:
+    """Users, their password hashes and their (encrypted) TOTP seeds."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def list(self) -> list[UserRow]:
+        """All users ordered by id."""
+        async with (
+            self.db.reading() as conn,
+            conn.execute("SELECT * FROM users ORDER BY id") as cur,
+        ):
+            return [UserRow.from_row(r) for r in await cur.fetchall()]
+
+    async def get(self, user_id: int) -> UserRow | None:
+        """The user with ``id``, or None."""
+        async with (
+            self.db.reading() as conn,
+            conn.execute("SELECT * FROM users WHERE id = ?", (user_id,)) as cur,
+        ):
+            row = await cur.fetchone()
+        return UserRow.from_row(row) if row else None
+
+    async def get_by_name(self, username: str) -> UserRow | None:
+        """The user called ``username``, or None."""
+        async with (
+            self.db.reading() as conn,
+            conn.execute("SELECT * FROM users WHERE username = ?", (username,)) as cur,
+        ):
+            row = await cur.fetchone()
+        return UserRow.from_row(row) if row else None
+
+    async def count(self) -> int:
+        """Number of users."""
+        async with self.db.reading() as conn, conn.execute("SELECT COUNT(*) FROM users") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def count_secrets(self) -> int:
+        """Number of users with a stored TOTP seed."""
+        async with (
+            self.db.reading() as conn,
+            conn.execute("SELECT COUNT(*) FROM users WHERE totp_secret IS NOT NULL") as cur,
+        ):
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def any_secret(self) -> str | None:
+        """One stored (encrypted) seed, to check the key at start-up; None if there is none."""
+        async with (
+            self.db.reading() as conn,
+            conn.execute(
+                "SELECT totp_secret FROM users WHERE totp_secret IS NOT NULL LIMIT 1"
+            ) as cur,
+        ):
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def create(self, fields: dict[str, Any]) -> int:
+        """Insert a user; returns its id. Raises ``sqlite3.IntegrityError`` on a duplicate name."""
+        values = _user_values(fields)
+        cols = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        async with self.db.transaction() as conn:
+            cur = await conn.execute(
+                f"INSERT INTO users ({cols}) VALUES ({marks})", tuple(values.values())
+            )
+            return int(cur.lastrowid or 0)
+
+    async def update(self, user_id: int, fields: dict[str, Any]) -> None:
+        """Change some columns of one user."""
+        values = _user_values(fields)
+        if not values:
+            return
+        sets = ", ".join(f"{k} = ?" for k in values)
+        async with self.db.transaction() as conn:
+            await conn.execute(f"UPDATE users SET {sets} WHERE id = ?", (*values.values(), user_id))
+
+    async def delete(self, user_id: int) -> None:
+        """Remove one user."""
+        async with self.db.transaction() as conn:
+            await conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+
+    async def set_totp(
+        self, user_id: int, encrypted_secret: str | None, interval: int, digits: int
+    ) -> None:
+        """Replace the seed (None removes it) and parameters; forgets the last used step."""
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE users SET totp_secret = ?, totp_interval = ?, totp_digits = ?, "
+                "totp_last_step = NULL WHERE id = ?",
+                (encrypted_secret, interval, digits, user_id),
+            )
+
+    async def accept_step(self, user_id: int, encrypted_secret: str, step: int) -> bool:
+        """Record ``step`` as used, only if it is newer than the last used step of the
+        same seed (RFC 6238 §5.2: a code is accepted once). Atomic across connections.
+
+        Returns:
+            True when this call recorded the step; False for a replay or a seed that
+            changed meanwhile.
+        """
+        async with self.db.transaction() as conn:
+            cur = await conn.execute(
+                "UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_secret = ? "
+                "AND (totp_last_step IS NULL OR totp_last_step < ?)",
+                (step, user_id, encrypted_secret, step),
+            )
+            return cur.rowcount == 1
+
+
+@dataclass(slots=True)
+class TwoFactorConfigRow:
+    """The single row of ``twofactor_config``. ``window`` is in time steps."""
+
+    enabled: bool
+    window: int
+    ssh: bool
+    issuer: str
+
+
+class TwoFactorConfigRepository:
+    """Global two-factor settings (one row, id 1)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self) -> TwoFactorConfigRow:
+        async with (
+            self.db.reading() as conn,
+            conn.execute(
+                "SELECT enabled, window, ssh, issuer FROM twofactor_config WHERE id = 1"
+            ) as cur,
+        ):
+            row = await cur.fetchone()
+        assert row is not None  # inserted by migration 1
+        return TwoFactorConfigRow(bool(row[0]), int(row[1]), bool(row[2]), str(row[3]))
+
+    async def put(self, config: TwoFactorConfigRow) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE twofactor_config SET enabled = ?, window = ?, ssh = ?, issuer = ? "
+                "WHERE id = 1",
+                (int(config.enabled), config.window, int(config.ssh), config.issuer),
+            )
+
+
+@dataclass(slots=True)
+class AuditRow:
+    """One audit entry (API.md §7)."""
+
+    audit_id: str
+    timestamp: float
+    event: str
+    username: str | None
+    address: str | None
+    success: bool
+    event_data: dict[str, Any] = field(default_factory=dict)
+
+
+class AuditRepository:
+    """Append-only audit log."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def append(self, entry: AuditRow) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO audit (audit_id, timestamp, event, username, address, success, "
+                "event_data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    entry.audit_id,
+                    entry.timestamp,
+                    entry.event,
+                    entry.username,
+                    entry.address,
+                    int(entry.success),
+                    json.dumps(entry.event_data),
+                ),
+            )
+
+    async def list(self) -> list[AuditRow]:
+        """All entries, oldest first."""
+        async with (
+            self.db.reading() as conn,
+            conn.execute(
+                "SELECT audit_id, timestamp, event, username, address, success, event_data "
+                "FROM audit ORDER BY id"
+            ) as cur,
+        ):
+            rows = await cur.fetchall()
+        return [AuditRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), json.loads(r[6])) for r in rows]
+
+
+class MetaRepository:
+    """Small key/value facts about the database itself (e.g. the key check value)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self, key: str) -> str | None:
+        async with (
+            self.db.reading() as conn,
+            conn.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cur,
+        ):
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def put(self, key: str, value: str) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+
+@dataclass(slots=True)
+class NtpServerRow:
+    """One configured NTP server (API.md §6)."""
+
+    id: int
+    address: str
+    port: int
+    iburst: bool
+    prefer: bool
+    minpoll: int
+    maxpoll: int
+
+
+_NTP_COLUMNS = ("address", "port", "iburst", "prefer", "minpoll", "maxpoll")
+
+
+class NtpServerRepository:
+    """Configured NTP servers."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def list(self) -> list[NtpServerRow]:
+        async with (
+            self.db.reading() as conn,
+            conn.execute(
+                "SELECT id, address, port, iburst, prefer, minpoll, maxpoll FROM ntp_servers "
+                "ORDER BY id"
+            ) as cur,
+        ):
+            rows = await cur.fetchall()
+        return [NtpServerRow(r[0], r[1], r[2], bool(r[3]), bool(r[4]), r[5], r[6]) for r in rows]
+
+    async def get(self, server_id: int) -> NtpServerRow | None:
+        for row in await self.list():
+            if row.id == server_id:
+                return row
+        return None
+
+    async def create(self, fields: dict[str, Any]) -> int:
+        values = {k: fields[k] for k in _NTP_COLUMNS}
+        async with self.db.transaction() as conn:
+            cur = await conn.execute(
+                "INSERT INTO ntp_servers (address, port, iburst, prefer, minpoll, maxpoll) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                tuple(values.values()),
+            )
+            return int(cur.lastrowid or 0)
+
+    async def update(self, server_id: int, fields: dict[str, Any]) -> None:
+        values = {k: fields[k] for k in _NTP_COLUMNS if k in fields}
+        if not values:
+            return
+        sets = ", ".join(f"{k} = ?" for k in values)
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                f"UPDATE ntp_servers SET {sets} WHERE id = ?", (*values.values(), server_id)
+            )
+
+    async def delete(self, server_id: int) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute("DELETE FROM ntp_servers WHERE id = ?", (server_id,))
+
+
+class Repositories:
+    """All repositories over one :class:`Database`; handed to plugins."""
+
+    def __init__(self, db: Database) -> None:
+        self.users = UserRepository(db)
+        self.twofactor = TwoFactorConfigRepository(db)
+        self.audit = AuditRepository(db)
+        self.meta = MetaRepository(db)
+        self.ntp_servers = NtpServerRepository(db)

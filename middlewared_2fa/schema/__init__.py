@@ -1,0 +1,1 @@
+"""Pydantic models of the wire contract, one module per namespace (API.md)."""

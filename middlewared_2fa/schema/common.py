@@ -1,0 +1,82 @@
+"""Shared model bases and query types (TrueNAS-style filters and options)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Model(BaseModel):
+    """Strict input model: no coercion (``"1"`` is not 1, ``true`` is not 1), unknown keys
+    are errors."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class Out(BaseModel):
+    """Output model (results are produced by our code, so no strict mode)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoArgs(Model):
+    """A method without parameters."""
+
+
+Operator = Literal["=", "!=", "in", "nin", "^", "$", ">", "<", ">=", "<="]
+
+
+class QueryOptions(Model):
+    """``options`` of ``*.query`` methods (TrueNAS query-options subset)."""
+
+    get: bool = Field(False, description="return the single matching entry (ENOENT if none)")
+    limit: int = Field(0, ge=0, description="at most this many entries; 0 = no limit")
+    offset: int = Field(0, ge=0, description="skip this many entries first")
+    order_by: list[str] = Field(
+        default_factory=list, description="field names, '-' prefix for descending"
+    )
+    count: bool = Field(False, description="return the number of matching entries")
+
+
+QueryFilter = tuple[str, Operator, Any]
+
+
+class NullResult(Out):
+    """``null``."""
+
+    result: None = None
+
+
+class BoolResult(Out):
+    """A boolean."""
+
+    result: bool = Field(description="outcome")
+
+
+class StrResult(Out):
+    """A string."""
+
+    result: str
+
+
+OPERATORS = ("=", "!=", "in", "nin", "^", "$", ">", "<", ">=", "<=")
+
+
+def check_filters(value: list[list[Any]]) -> list[list[Any]]:
+    """Validate TrueNAS-style filters ``[[field, operator, value], ...]``.
+
+    Raises:
+        ValueError: a filter is not a triple, the field is not a string, or the
+            operator is not one of ``OPERATORS`` (pydantic reports it at ``filters``).
+    """
+    for i, item in enumerate(value):
+        if len(item) != 3 or not isinstance(item[0], str):
+            raise ValueError(f"filter {i} must be [field, operator, value]")
+        if item[1] not in OPERATORS:
+            raise ValueError(f"filter {i}: operator must be one of {', '.join(OPERATORS)}")
+        if item[1] in ("in", "nin") and not isinstance(item[2], list):
+            raise ValueError(f"filter {i}: '{item[1]}' needs a list value")
+        if item[1] in ("^", "$") and not isinstance(item[2], str):
+            raise ValueError(f"filter {i}: '{item[1]}' needs a string value")
+    return value

@@ -1,0 +1,156 @@
+"""``user.*`` models (API.md §4, §5)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from middlewared_2fa.schema.auth import RoleName
+from middlewared_2fa.schema.common import Model, Out, QueryOptions, check_filters
+
+USERNAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"
+
+
+class UserEntry(Out):
+    id: int
+    username: str
+    full_name: str
+    roles: list[str]
+    locked: bool
+    ssh_password_enabled: bool
+    twofactor_auth_configured: bool = Field(description="the user has a TOTP secret")
+    builtin: bool
+
+
+class UserCreate(Model):
+    username: str = Field(pattern=USERNAME_PATTERN, description="login name, 1..32 characters")
+    full_name: str = Field("", max_length=256)
+    password: str = Field(min_length=1, max_length=4096, description="stored as argon2id")
+    roles: list[RoleName] = Field(default_factory=list)
+    locked: bool = False
+    ssh_password_enabled: bool = False
+
+    @field_validator("full_name")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError("must be printable")
+        return value
+
+
+class UserUpdate(Model):
+    """Partial update: only the keys given change."""
+
+    username: str = Field("", pattern=USERNAME_PATTERN)
+    full_name: str = Field("", max_length=256)
+    password: str = Field("", min_length=1, max_length=4096)
+    roles: list[RoleName] = Field(default_factory=list)
+    locked: bool = False
+    ssh_password_enabled: bool = False
+
+    @field_validator("full_name")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError("must be printable")
+        return value
+
+
+class TwoFactorOptions(Model):
+    """Per-user TOTP parameters; omitted fields keep the stored values."""
+
+    otp_digits: int = Field(6, ge=6, le=8, description="code length")
+    interval: Literal[30, 60] = Field(30, description="time step in seconds (pam_oath: 30 or 60)")
+
+
+class UserTwofactorConfig(Out):
+    provisioning_uri: str | None = Field(description="otpauth:// URI (Key URI format)")
+    secret_configured: bool
+    interval: int = Field(description="seconds")
+    otp_digits: int
+
+
+class UserRenewEntry(UserEntry):
+    twofactor_config: UserTwofactorConfig
+
+
+class UserQueryArgs(Model):
+    filters: list[list[Any]] = Field(default_factory=list, description="[[field, op, value]]")
+    options: QueryOptions = Field(default_factory=QueryOptions)
+
+    _filters = field_validator("filters")(classmethod(lambda cls, v: check_filters(v)))
+
+
+class UserQueryResult(Out):
+    result: list[UserEntry] | UserEntry | int
+
+
+class UserGetInstanceArgs(Model):
+    id: int
+
+
+class UserEntryResult(Out):
+    result: UserEntry
+
+
+class UserCreateArgs(Model):
+    user_create: UserCreate
+
+
+class UserUpdateArgs(Model):
+    id: int
+    user_update: UserUpdate
+
+
+class UserDeleteArgs(Model):
+    id: int
+
+
+class UserRenew2faSecretArgs(Model):
+    username: str = Field(max_length=256)
+    twofactor_options: TwoFactorOptions = Field(default_factory=TwoFactorOptions)
+
+
+class UserRenew2faSecretResult(Out):
+    result: UserRenewEntry
+
+
+class UserUnset2faSecretArgs(Model):
+    username: str = Field(max_length=256)
+
+
+class UserProvisioningUriArgs(Model):
+    username: str = Field(max_length=256)
+
+
+class UserTwofactorConfigArgs(Model):
+    username: str = Field(max_length=256)
+
+
+class UserTwofactorConfigResult(Out):
+    result: UserTwofactorConfig
+
+
+class QrOptions(Model):
+    format: Literal["svg", "png"] = "svg"
+    scale: int = Field(4, ge=1, le=20, description="pixels (or SVG units) per module")
+
+
+class UserTwofactorQrArgs(Model):
+    username: str = Field(max_length=256)
+    options: QrOptions = Field(default_factory=QrOptions)
+
+
+class QrImage(Out):
+    format: Literal["svg", "png"]
+    data_uri: str = Field(description="data: URI of the image")
+
+
+class UserTwofactorQrResult(Out):
+    result: QrImage
+
+
+class UserVerifyTwofactorTokenArgs(Model):
+    username: str = Field(max_length=256)
+    token: str = Field(description="TOTP code; ASCII whitespace is ignored")

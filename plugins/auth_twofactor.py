@@ -1,0 +1,198 @@
+"""``auth.twofactor.*``: global 2FA settings, and the TOTP engine every other service
+uses to check codes (RFC 6238 on the HOTP core of RFC 4226, through pyotp).
+
+Rules (API.md §3, §4):
+- time step ``T = floor(unix_time / interval)`` (RFC 6238 §4.2, T0 = 0), 64-bit;
+- ``window`` w accepts steps T-w .. T+w (2w+1 codes);
+- a code is accepted once: its step must be newer than the user's last accepted step,
+  which is stored in SQLite and so survives restarts (RFC 6238 §5.2);
+- codes are strings; ASCII whitespace is removed; the rest must be exactly
+  ``otp_digits`` ASCII digits (full-width digits are *not* digits here).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import pyotp
+
+from middlewared_2fa.api import CallContext, Service, api_method
+from middlewared_2fa.datastore.repositories import TwoFactorConfigRow, UserRow
+from middlewared_2fa.errors import ValidationErrors
+from middlewared_2fa.schema.twofactor import (
+    AuthTwofactorConfigArgs,
+    AuthTwofactorConfigResult,
+    AuthTwofactorUpdateArgs,
+    AuthTwofactorUpdateResult,
+    TwoFactorAuthUpdate,
+)
+
+logger = logging.getLogger(__name__)
+
+_ASCII_WHITESPACE = str.maketrans("", "", " \t\n\r\x0b\x0c")
+_DIGITS = frozenset("0123456789")
+#: Longest input worth normalising: anything longer cannot be a code, even with spaces.
+_MAX_TOKEN_INPUT = 64
+
+
+def normalize_code(token: str, digits: int) -> str | None:
+    """The code without ASCII whitespace, or None when it cannot be a valid code.
+
+    Args:
+        token: What the user typed.
+        digits: Expected length (6..8).
+
+    Returns:
+        ``digits`` ASCII digits, or None (wrong length, non-ASCII digits, other characters).
+    """
+    if len(token) > _MAX_TOKEN_INPUT:
+        return None
+    code = token.translate(_ASCII_WHITESPACE)
+    if len(code) != digits or not set(code) <= _DIGITS:
+        return None
+    return code
+
+
+def matching_step(
+    secret: str, code: str, *, now: float, interval: int, digits: int, window: int
+) -> int | None:
+    """The time step in ``[T-window, T+window]`` whose TOTP equals ``code``, newest first.
+
+    Args:
+        secret: Base32 seed (padding optional).
+        code: Normalised code (see :func:`normalize_code`).
+        now: Unix time in seconds.
+        interval: Time step X in seconds (RFC 6238 §4.1).
+        digits: Code length.
+        window: Steps accepted on each side.
+
+    Returns:
+        The matching step T, or None. Every candidate is compared in constant time.
+    """
+    totp = pyotp.TOTP(secret, digits=digits, interval=interval)
+    current = int(now // interval)
+    found: int | None = None
+    for step in range(current + window, current - window - 1, -1):
+        if step < 0:
+            continue
+        if hmac.compare_digest(totp.generate_otp(step), code) and found is None:
+            found = step
+    return found
+
+
+@dataclass(slots=True)
+class CodeCheck:
+    """Outcome of :meth:`TwoFactorService.check_code`.
+
+    ``reason`` is ``ok``, ``malformed``, ``mismatch`` or ``replay`` (never the code).
+    """
+
+    ok: bool
+    reason: str
+
+
+class TwoFactorService(Service):
+    class Config:
+        namespace = "auth.twofactor"
+
+    async def setup(self) -> None:
+        self.middleware.events.declare("auth.twofactor.config", ["SYSTEM_SECURITY_READ"])
+        self._config_cache: TwoFactorConfigRow | None = None
+
+    # -- API -------------------------------------------------------------------------
+
+    @api_method(AuthTwofactorConfigArgs, AuthTwofactorConfigResult, roles=["SYSTEM_SECURITY_READ"])
+    async def config(self, ctx: CallContext) -> dict[str, Any]:
+        """Global 2FA: ``{id: 1, enabled, window (steps), services: {ssh}, issuer}``."""
+        return self.entry(await self.get_config())
+
+    @api_method(
+        AuthTwofactorUpdateArgs,
+        AuthTwofactorUpdateResult,
+        roles=["SYSTEM_SECURITY_WRITE"],
+        audit=True,
+    )
+    async def update(
+        self, ctx: CallContext, auth_twofactor_update: TwoFactorAuthUpdate
+    ) -> dict[str, Any]:
+        """Change some of ``enabled``, ``window`` (0..10 steps), ``services.ssh``, ``issuer``.
+
+        Enabling (false -> true) first checks the clock when a time-sync service is
+        loaded: a skewed clock is a validation error on ``auth_twofactor_update.enabled``.
+
+        Raises:
+            ValidationErrors: invalid values (schema) or the clock gate.
+        """
+        given = auth_twofactor_update.model_fields_set
+        old = await self.get_config()
+        new = TwoFactorConfigRow(old.enabled, old.window, old.ssh, old.issuer)
+        if "enabled" in given:
+            new.enabled = auth_twofactor_update.enabled
+        if "window" in given:
+            new.window = auth_twofactor_update.window
+        if "services" in given and "ssh" in auth_twofactor_update.services.model_fields_set:
+            new.ssh = auth_twofactor_update.services.ssh
+        if "issuer" in given:
+            new.issuer = auth_twofactor_update.issuer
+        errors = ValidationErrors()
+        if new.enabled and not old.enabled:
+            gate = self.middleware.services.get("system.time_sync")
+            if gate is not None:
+                await gate.gate_enable(errors, "auth_twofactor_update.enabled")
+        errors.check()
+        await self.middleware.repos.twofactor.put(new)
+        self._config_cache = new
+        entry = self.entry(new)
+        self.middleware.events.emit("auth.twofactor.config", "changed", 1, entry)
+        return entry
+
+    # -- for other services ----------------------------------------------------------
+
+    async def get_config(self) -> TwoFactorConfigRow:
+        """The stored global configuration (cached; the cache is replaced on update)."""
+        if self._config_cache is None:
+            self._config_cache = await self.middleware.repos.twofactor.get()
+        return self._config_cache
+
+    @staticmethod
+    def entry(config: TwoFactorConfigRow) -> dict[str, Any]:
+        return {
+            "id": 1,
+            "enabled": config.enabled,
+            "window": config.window,
+            "services": {"ssh": config.ssh},
+            "issuer": config.issuer,
+        }
+
+    async def check_code(self, user: UserRow, token: str) -> CodeCheck:
+        """Check ``token`` for ``user`` and use it up when it is right.
+
+        Args:
+            user: Row with an encrypted seed (``user.totp_secret`` not None).
+            token: The code as typed (whitespace allowed).
+
+        Returns:
+            ``CodeCheck(ok, reason)``.
+        """
+        assert user.totp_secret is not None
+        code = normalize_code(token, user.totp_digits)
+        if code is None:
+            return CodeCheck(False, "malformed")
+        config = await self.get_config()
+        secret = self.middleware.decrypt_secret(user.totp_secret)
+        step = matching_step(
+            secret,
+            code,
+            now=self.middleware.clock.time(),
+            interval=user.totp_interval,
+            digits=user.totp_digits,
+            window=config.window,
+        )
+        if step is None:
+            return CodeCheck(False, "mismatch")
+        if not await self.middleware.repos.users.accept_step(user.id, user.totp_secret, step):
+            return CodeCheck(False, "replay")
+        return CodeCheck(True, "ok")

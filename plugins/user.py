@@ -1,0 +1,418 @@
+"""``user.*``: local accounts and their TOTP secrets (API.md §4, §5).
+
+Secrets are 32 base32 characters (160 bits, RFC 4226 §4 R6 recommends at least 128)
+from the operating system's CSPRNG, stored encrypted; provisioning URIs follow the
+Key URI format (``otpauth://totp/ISSUER:NAME%40HOST?secret=...&issuer=...``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import sqlite3
+from typing import Any
+from urllib.parse import quote
+
+import pyotp
+import segno
+
+from middlewared_2fa.api import CallContext, Service, api_method
+from middlewared_2fa.crypto import hash_password
+from middlewared_2fa.datastore.repositories import UserRow
+from middlewared_2fa.errors import (
+    EINVAL,
+    ENOENT,
+    EPERM,
+    CallError,
+    NotAuthorized,
+    ValidationError,
+    ValidationErrors,
+)
+from middlewared_2fa.filters import filter_list
+from middlewared_2fa.log import redact
+from middlewared_2fa.roles import has_any
+from middlewared_2fa.schema.common import BoolResult, NullResult, QueryOptions, StrResult
+from middlewared_2fa.schema.user import (
+    QrOptions,
+    TwoFactorOptions,
+    UserCreate,
+    UserCreateArgs,
+    UserDeleteArgs,
+    UserEntryResult,
+    UserGetInstanceArgs,
+    UserProvisioningUriArgs,
+    UserQueryArgs,
+    UserQueryResult,
+    UserRenew2faSecretArgs,
+    UserRenew2faSecretResult,
+    UserTwofactorConfigArgs,
+    UserTwofactorConfigResult,
+    UserTwofactorQrArgs,
+    UserTwofactorQrResult,
+    UserUnset2faSecretArgs,
+    UserUpdate,
+    UserUpdateArgs,
+    UserVerifyTwofactorTokenArgs,
+)
+
+logger = logging.getLogger(__name__)
+
+SECRET_LENGTH = 32  # base32 characters = 160 bits
+
+
+def provisioning_uri(
+    secret: str, *, username: str, host: str, issuer: str, interval: int, digits: int
+) -> str:
+    """Key URI for authenticator apps (Google Authenticator Key-Uri-Format).
+
+    Label ``ISSUER:NAME@HOST`` with each part percent-encoded per RFC 3986 (space is
+    ``%20``); ``digits`` only when not 6, ``period`` only when not 30. The secret is
+    written without ``=`` padding.
+    """
+    label = f"{quote(issuer, safe='')}:{quote(f'{username}@{host}', safe='')}"
+    query = f"secret={secret.rstrip('=')}&issuer={quote(issuer, safe='')}"
+    if digits != 6:
+        query += f"&digits={digits}"
+    if interval != 30:
+        query += f"&period={interval}"
+    return f"otpauth://totp/{label}?{query}"
+
+
+class UserService(Service):
+    class Config:
+        namespace = "user"
+
+    async def setup(self) -> None:
+        self.middleware.events.declare("user.query", ["ACCOUNT_READ"], owner_field="username")
+        await self._bootstrap_admin()
+
+    async def _bootstrap_admin(self) -> None:
+        repos = self.middleware.repos
+        if await repos.users.count() > 0:
+            return
+        settings = self.middleware.settings
+        password = settings.admin_password
+        generated = password is None
+        if password is None:
+            password = secrets.token_urlsafe(18)
+        redact(password)
+        password_hash = await asyncio.to_thread(hash_password, password)
+        await repos.users.create(
+            {
+                "username": "admin",
+                "full_name": "Administrator",
+                "password_hash": password_hash,
+                "roles": ["FULL_ADMIN"],
+                "builtin": True,
+            }
+        )
+        if generated:
+            path = settings.initial_password_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            import os
+
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(password + "\n")
+            logger.warning("created user 'admin'; its initial password is in %s", path)
+        else:
+            logger.info("created user 'admin' with the configured password")
+
+    # -- helpers ---------------------------------------------------------------------
+
+    @staticmethod
+    def entry(row: UserRow) -> dict[str, Any]:
+        """UserEntry of ``row`` (never the secret)."""
+        return {
+            "id": row.id,
+            "username": row.username,
+            "full_name": row.full_name,
+            "roles": list(row.roles),
+            "locked": row.locked,
+            "ssh_password_enabled": row.ssh_password_enabled,
+            "twofactor_auth_configured": row.totp_secret is not None,
+            "builtin": row.builtin,
+        }
+
+    def _emit(self, msg: str, row: UserRow) -> None:
+        self.middleware.events.emit("user.query", msg, row.id, self.entry(row))
+
+    async def _named(self, ctx: CallContext, username: str, *, write_role: str | None) -> UserRow:
+        """The user called ``username`` if the caller is that user, FULL_ADMIN, or holds
+        ``write_role``; EPERM otherwise, ENOENT when there is no such user."""
+        identity = ctx.session.identity
+        assert identity is not None
+        is_self = identity.username == username and identity.user_id is not None
+        allowed = (
+            is_self
+            or identity.is_full_admin
+            or (write_role is not None and has_any(identity.granted, [write_role]))
+        )
+        if not allowed:
+            raise CallError("Only the user themself or an administrator may do this", EPERM)
+        row = await self.middleware.repos.users.get_by_name(username)
+        if row is None:
+            raise CallError(f"User {username[:64]!r} does not exist", ENOENT)
+        return row
+
+    def _uri(self, row: UserRow, issuer: str) -> str | None:
+        if row.totp_secret is None:
+            return None
+        secret = self.middleware.decrypt_secret(row.totp_secret)
+        uri = provisioning_uri(
+            secret,
+            username=row.username,
+            host=self.middleware.hostname,
+            issuer=issuer,
+            interval=row.totp_interval,
+            digits=row.totp_digits,
+        )
+        redact(uri)
+        return uri
+
+    async def _twofactor_config(self, row: UserRow) -> dict[str, Any]:
+        config = await self.middleware.service("auth.twofactor").get_config()
+        return {
+            "provisioning_uri": self._uri(row, config.issuer),
+            "secret_configured": row.totp_secret is not None,
+            "interval": row.totp_interval,
+            "otp_digits": row.totp_digits,
+        }
+
+    async def _check_ssh_password(
+        self, errors: ValidationErrors, attribute: str, enabled: bool, has_secret: bool
+    ) -> None:
+        if not enabled or has_secret:
+            return
+        config = await self.middleware.service("auth.twofactor").get_config()
+        if config.enabled and config.ssh:
+            errors.add(
+                attribute,
+                "SSH password login needs a 2FA secret while two-factor authentication is "
+                "required for SSH; configure the user's secret first",
+            )
+
+    # -- CRUD ------------------------------------------------------------------------
+
+    @api_method(UserQueryArgs, UserQueryResult, roles=[])
+    async def query(self, ctx: CallContext, filters: list[list[Any]], options: QueryOptions) -> Any:
+        """Users (``UserEntry`` list). Without ACCOUNT_READ only the caller's own entry."""
+        rows = await self.middleware.repos.users.list()
+        identity = ctx.session.identity
+        assert identity is not None
+        if not has_any(identity.granted, ["ACCOUNT_READ"]):
+            rows = [r for r in rows if r.id == identity.user_id]
+        return filter_list([self.entry(r) for r in rows], filters, options)
+
+    @api_method(UserGetInstanceArgs, UserEntryResult, roles=[])
+    async def get_instance(self, ctx: CallContext, id: int) -> Any:
+        """The user with ``id``. Raises CallError ENOENT when there is none (or not visible)."""
+        return await self.query(ctx, [["id", "=", id]], QueryOptions(get=True))
+
+    @api_method(UserCreateArgs, UserEntryResult, roles=["ACCOUNT_WRITE"], audit=True)
+    async def create(self, ctx: CallContext, user_create: UserCreate) -> dict[str, Any]:
+        """Create a local user; the password is stored as argon2id.
+
+        Raises:
+            ValidationErrors: ``user_create.username`` taken; ``ssh_password_enabled``
+                while SSH 2FA is required (a new user has no secret).
+        """
+        redact(user_create.password)
+        repos = self.middleware.repos
+        errors = ValidationErrors()
+        if await repos.users.get_by_name(user_create.username) is not None:
+            errors.add("user_create.username", "A user with this name already exists")
+        await self._check_ssh_password(
+            errors, "user_create.ssh_password_enabled", user_create.ssh_password_enabled, False
+        )
+        errors.check()
+        password_hash = await asyncio.to_thread(hash_password, user_create.password)
+        try:
+            user_id = await repos.users.create(
+                {
+                    "username": user_create.username,
+                    "full_name": user_create.full_name,
+                    "password_hash": password_hash,
+                    "roles": user_create.roles,
+                    "locked": user_create.locked,
+                    "ssh_password_enabled": user_create.ssh_password_enabled,
+                }
+            )
+        except sqlite3.IntegrityError:
+            raise ValidationError(
+                "user_create.username", "A user with this name already exists"
+            ) from None
+        row = await repos.users.get(user_id)
+        assert row is not None
+        self._emit("added", row)
+        return self.entry(row)
+
+    @api_method(UserUpdateArgs, UserEntryResult, roles=[], audit=True)
+    async def update(self, ctx: CallContext, id: int, user_update: UserUpdate) -> dict[str, Any]:
+        """Change some fields of user ``id``. With ACCOUNT_WRITE any field; any user may
+        change their own ``password`` alone.
+
+        Raises:
+            CallError: EACCES without the right; ENOENT unknown id; EPERM renaming or
+                changing roles of the built-in admin.
+            ValidationErrors: name taken, SSH password rule.
+        """
+        identity = ctx.session.identity
+        assert identity is not None
+        given = user_update.model_fields_set
+        writer = has_any(identity.granted, ["ACCOUNT_WRITE"])
+        if not writer and not (identity.user_id == id and given <= {"password"}):
+            raise NotAuthorized()
+        if "password" in given:
+            redact(user_update.password)
+        repos = self.middleware.repos
+        row = await repos.users.get(id)
+        if row is None:
+            raise CallError(f"User id {id} does not exist", ENOENT)
+        errors = ValidationErrors()
+        if row.builtin and "username" in given and user_update.username != row.username:
+            errors.add("user_update.username", "The built-in administrator cannot be renamed")
+        if row.builtin and "roles" in given and "FULL_ADMIN" not in user_update.roles:
+            errors.add("user_update.roles", "The built-in administrator keeps FULL_ADMIN")
+        if "username" in given and user_update.username != row.username:
+            if await repos.users.get_by_name(user_update.username) is not None:
+                errors.add("user_update.username", "A user with this name already exists")
+        if "ssh_password_enabled" in given:
+            await self._check_ssh_password(
+                errors,
+                "user_update.ssh_password_enabled",
+                user_update.ssh_password_enabled,
+                row.totp_secret is not None,
+            )
+        errors.check()
+        fields: dict[str, Any] = {k: getattr(user_update, k) for k in given if k != "password"}
+        if "password" in given:
+            fields["password_hash"] = await asyncio.to_thread(hash_password, user_update.password)
+        try:
+            await repos.users.update(id, fields)
+        except sqlite3.IntegrityError:
+            raise ValidationError(
+                "user_update.username", "A user with this name already exists"
+            ) from None
+        new = await repos.users.get(id)
+        assert new is not None
+        self._emit("changed", new)
+        return self.entry(new)
+
+    @api_method(UserDeleteArgs, BoolResult, roles=["ACCOUNT_WRITE"], audit=True)
+    async def delete(self, ctx: CallContext, id: int) -> bool:
+        """Delete user ``id``. Raises CallError ENOENT (unknown) or EPERM (built-in)."""
+        row = await self.middleware.repos.users.get(id)
+        if row is None:
+            raise CallError(f"User id {id} does not exist", ENOENT)
+        if row.builtin:
+            raise CallError("The built-in administrator cannot be deleted", EPERM)
+        await self.middleware.repos.users.delete(id)
+        self._emit("removed", row)
+        return True
+
+    # -- two-factor ------------------------------------------------------------------
+
+    @api_method(UserRenew2faSecretArgs, UserRenew2faSecretResult, roles=[], audit=True)
+    async def renew_2fa_secret(
+        self, ctx: CallContext, username: str, twofactor_options: TwoFactorOptions
+    ) -> dict[str, Any]:
+        """Give ``username`` a new TOTP secret (32 base32 characters from a CSPRNG); the
+        old one stops working at once.
+
+        ``twofactor_options``: ``{otp_digits: 6..8, interval: 30|60}``; omitted fields keep
+        the stored values. Returns the UserEntry plus ``twofactor_config``.
+
+        Raises:
+            CallError: EPERM unless the caller is the user or FULL_ADMIN; ENOENT.
+            ValidationErrors: ``twofactor_options.interval`` / ``.otp_digits`` (schema).
+        """
+        row = await self._named(ctx, username, write_role=None)
+        given = twofactor_options.model_fields_set
+        interval = twofactor_options.interval if "interval" in given else row.totp_interval
+        digits = twofactor_options.otp_digits if "otp_digits" in given else row.totp_digits
+        secret = pyotp.random_base32(SECRET_LENGTH)
+        redact(secret)
+        encrypted = self.middleware.encrypt_secret(secret)
+        await self.middleware.repos.users.set_totp(row.id, encrypted, interval, digits)
+        new = await self.middleware.repos.users.get(row.id)
+        assert new is not None
+        self._emit("changed", new)
+        return {**self.entry(new), "twofactor_config": await self._twofactor_config(new)}
+
+    @api_method(UserUnset2faSecretArgs, NullResult, roles=[], audit=True)
+    async def unset_2fa_secret(self, ctx: CallContext, username: str) -> None:
+        """Remove ``username``'s secret; the next login needs no OTP.
+
+        Raises:
+            CallError: EPERM unless the caller is the user or has ACCOUNT_WRITE; ENOENT.
+        """
+        row = await self._named(ctx, username, write_role="ACCOUNT_WRITE")
+        await self.middleware.repos.users.set_totp(row.id, None, row.totp_interval, row.totp_digits)
+        new = await self.middleware.repos.users.get(row.id)
+        assert new is not None
+        self._emit("changed", new)
+
+    @api_method(UserProvisioningUriArgs, StrResult, roles=[])
+    async def provisioning_uri(self, ctx: CallContext, username: str) -> str:
+        """The ``otpauth://`` URI of ``username``'s secret.
+
+        Raises:
+            CallError: EPERM; ENOENT; EINVAL when the user has no secret.
+        """
+        row = await self._named(ctx, username, write_role=None)
+        config = await self._twofactor_config(row)
+        if config["provisioning_uri"] is None:
+            raise CallError(
+                f"{username!r} user does not have two factor authentication configured", EINVAL
+            )
+        return str(config["provisioning_uri"])
+
+    @api_method(UserTwofactorConfigArgs, UserTwofactorConfigResult, roles=[])
+    async def twofactor_config(self, ctx: CallContext, username: str) -> dict[str, Any]:
+        """``{provisioning_uri|null, secret_configured, interval (s), otp_digits}``.
+
+        Raises:
+            CallError: EPERM; ENOENT.
+        """
+        row = await self._named(ctx, username, write_role=None)
+        return await self._twofactor_config(row)
+
+    @api_method(UserTwofactorQrArgs, UserTwofactorQrResult, roles=[])
+    async def twofactor_qr(
+        self, ctx: CallContext, username: str, options: QrOptions
+    ) -> dict[str, Any]:
+        """QR code of the provisioning URI: a regular QR code (never Micro QR), error
+        correction M, as an SVG or PNG ``data:`` URI.
+
+        Raises:
+            CallError: EPERM; ENOENT; EINVAL when the user has no secret.
+        """
+        uri = await self.provisioning_uri(ctx, username)
+
+        def render() -> str:
+            qr = segno.make_qr(uri, error="M", boost_error=False)
+            if options.format == "png":
+                return str(qr.png_data_uri(scale=options.scale, border=4))
+            return str(qr.svg_data_uri(scale=options.scale, border=4))
+
+        return {"format": options.format, "data_uri": await asyncio.to_thread(render)}
+
+    @api_method(UserVerifyTwofactorTokenArgs, BoolResult, roles=[])
+    async def verify_twofactor_token(self, ctx: CallContext, username: str, token: str) -> bool:
+        """Check ``token`` against ``username``'s secret with the login rules (window,
+        whitespace, replay: a right code is used up). Works whether or not global 2FA
+        is enabled, so that a freshly scanned secret can be confirmed first.
+
+        Raises:
+            CallError: EPERM; ENOENT; EINVAL when the user has no secret.
+        """
+        row = await self._named(ctx, username, write_role=None)
+        if row.totp_secret is None:
+            raise CallError(
+                f"{username!r} user does not have two factor authentication configured", EINVAL
+            )
+        redact(token.strip())
+        check = await self.middleware.service("auth.twofactor").check_code(row, token)
+        return check.ok
