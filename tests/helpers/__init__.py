@@ -1,0 +1,1 @@
+"""Test helpers: daemons (in-process and subprocess), clients, assets, RFC fixtures."""
