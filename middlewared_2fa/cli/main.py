@@ -98,7 +98,7 @@ class Failure(Exception):
 async def _login(client: Client, args: argparse.Namespace, stdin: TextIO) -> None:
     password = args.password
     if password is None:
-        password = getpass.getpass(f"Password for {args.username}: ")
+        password = await asyncio.to_thread(getpass.getpass, f"Password for {args.username}: ")
     resp = await client.call(
         "auth.login_ex",
         {"mechanism": "PASSWORD_PLAIN", "username": args.username, "password": password},
@@ -110,7 +110,7 @@ async def _login(client: Client, args: argparse.Namespace, stdin: TextIO) -> Non
         if code is None:
             if not stdin.isatty():
                 raise Failure("login failed: a one-time code is required (use --otp)")
-            code = input("One-time code: ")
+            code = await asyncio.to_thread(input, "One-time code: ")
         resp = await client.call(
             "auth.login_ex_continue",
             {"mechanism": "OTP_TOKEN", "otp_token": code},
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     except ClientError as exc:
         print(format_error(exc), file=sys.stderr)
         return 1
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         print("midclt2fa: no reply within the timeout", file=sys.stderr)
         return 1
     except BrokenPipeError:  # our reader (e.g. `| head`) went away
