@@ -14,12 +14,14 @@ import asyncio
 import json
 import logging
 import traceback
+import types
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Union, get_args, get_origin
 
 from jsonrpcserver import Error, Success
 from jsonrpcserver.async_dispatcher import dispatch_to_response_pure
 from jsonrpcserver.response import to_serializable_one
+from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from middlewared_2fa import errors as E
@@ -77,10 +79,73 @@ def _data(
     }
 
 
-def _pydantic_to_validation(exc: PydanticValidationError, root: str) -> E.ValidationErrors:
+def _unwrap(tp: Any) -> Any:
+    """``tp`` without ``Annotated`` and without ``| None`` (pydantic gives neither a place
+    in an error's ``loc``)."""
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    if get_origin(tp) in (Union, types.UnionType):
+        members = [m for m in get_args(tp) if m is not type(None)]
+        if len(members) == 1:
+            return _unwrap(members[0])
+    return tp
+
+
+def _branch_labels(tp: Any) -> set[str]:
+    """How pydantic may name a union member in ``loc``: its type name, or (tagged unions)
+    the value of its ``Literal`` discriminator field."""
+    labels = {str(getattr(tp, "__name__", tp))}
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        for info in tp.model_fields.values():
+            if get_origin(_unwrap(info.annotation)) is Literal:
+                labels.update(str(v) for v in get_args(_unwrap(info.annotation)))
+    return labels
+
+
+def _child(tp: Any, item: int | str) -> Any:
+    """The type found at ``item`` inside ``tp`` (a model field, a list item, a dict value);
+    None when unknown."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        info = tp.model_fields.get(str(item))
+        return info.annotation if info is not None else None
+    args = get_args(tp)
+    if get_origin(tp) in (list, set, frozenset) and args:
+        return args[0]
+    if get_origin(tp) is dict and len(args) == 2:
+        return args[1]
+    return None
+
+
+def attribute_path(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
+    """A pydantic error ``loc`` as the dotted attribute path of API.md §2.
+
+    pydantic puts a label in ``loc`` for the union member it tried (the discriminator
+    value ``OTP_TOKEN`` of ``login_data``, or a type name): that is not an attribute, so
+    the same field gets the same path whichever method or union member it came through
+    (``login_data.otp_token``, not ``login_data.OTP_TOKEN.otp_token``).
+
+    Args:
+        model: The model that was validated (None: keep ``loc`` as it is).
+        loc: The error's location.
+    """
+    parts: list[str] = []
+    current: Any = model
+    for item in loc:
+        current = _unwrap(current)
+        if get_origin(current) in (Union, types.UnionType):
+            current = next((m for m in get_args(current) if str(item) in _branch_labels(m)), None)
+            continue
+        parts.append(str(item))
+        current = _child(current, item)
+    return ".".join(parts)
+
+
+def _pydantic_to_validation(
+    exc: PydanticValidationError, root: str, model: type[BaseModel] | None = None
+) -> E.ValidationErrors:
     errors = E.ValidationErrors()
     for err in exc.errors(include_url=False, include_input=False):
-        path = ".".join(str(p) for p in err["loc"]) or root
+        path = attribute_path(model, tuple(err["loc"])) or root
         errors.add(path, err["msg"], E.EINVAL)
     return errors
 
@@ -354,5 +419,5 @@ def bind_params(
     try:
         model = method.spec.accepts.model_validate(raw)
     except PydanticValidationError as exc:
-        raise _pydantic_to_validation(exc, method.name) from None
+        raise _pydantic_to_validation(exc, method.name, method.spec.accepts) from None
     return {name: getattr(model, name) for name in fields}

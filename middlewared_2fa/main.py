@@ -52,7 +52,12 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         StartupError: the daemon cannot start (bad database, key, plugin, port in use).
     """
     middleware = Middleware(settings)
-    await middleware.setup()
+    try:
+        await middleware.setup()
+    except BaseException:
+        # aiosqlite's worker thread would keep the process alive after the error.
+        await middleware.db.close()
+        raise
     daemon = Daemon(middleware)
     try:
         await daemon.start()

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from middlewared_2fa.schema.auth import RoleName
-from middlewared_2fa.schema.common import Model, Out, QueryOptions, check_filters
+from middlewared_2fa.schema.common import EntryId, Model, Out, QueryOptions, check_filters
 
 USERNAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"
 
@@ -87,7 +87,7 @@ class UserQueryResult(Out):
 
 
 class UserGetInstanceArgs(Model):
-    id: int
+    id: EntryId
 
 
 class UserEntryResult(Out):
@@ -99,12 +99,12 @@ class UserCreateArgs(Model):
 
 
 class UserUpdateArgs(Model):
-    id: int
+    id: EntryId
     user_update: UserUpdate
 
 
 class UserDeleteArgs(Model):
-    id: int
+    id: EntryId
 
 
 class UserRenew2faSecretArgs(Model):

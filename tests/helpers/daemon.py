@@ -149,6 +149,8 @@ class SubprocessDaemon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         return self.process.returncode
 
 
@@ -207,6 +209,8 @@ def start_subprocess_daemon(
     sel.close()
     if not line.startswith("listening on "):
         process.kill()
+        process.wait()
+        process.stdout.close()
         log = (base / "daemon.log").read_text() if (base / "daemon.log").exists() else ""
         raise RuntimeError(f"daemon did not start: {line!r}\n{log[-2000:]}")
     return SubprocessDaemon(base, process, line.split()[2], env)
