@@ -6,26 +6,40 @@ Examples::
     midclt2fa -u ws://127.0.0.1:8642/api/current -U admin call auth.twofactor.config
     midclt2fa call user.renew_2fa_secret alice '{"interval": 30, "otp_digits": 6}'
     echo '["alice"]' | midclt2fa call user.provisioning_uri -
+    echo '{"otp_digits": 8}' | midclt2fa call user.renew_2fa_secret alice -
     midclt2fa subscribe user.query -n 1
     midclt2fa qr alice
 
-Exit status: 0 on success, 1 on every failure (error reply, failed login, no daemon).
+Results go to stdout: strings, numbers, booleans and null bare, everything else as one line
+of JSON. Errors go to stderr as ``midclt2fa: REASON`` (one indented line per invalid field).
+Password and one-time code prompts appear on the controlling terminal (``/dev/tty``, as
+``getpass`` does), so stdin stays free for ``-``; without a terminal, ``-P``/``--otp`` are
+needed.
+
+Exit status: 0 on success, 1 on every failure (usage error, error reply, failed login, no
+daemon, interrupted).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
+import locale
 import os
 import sys
+import termios
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import segno
+from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from middlewared_2fa.cli.client import Client, ClientError, ConnectError, open_client
+
+#: JSON-RPC code of a call error (API.md §2) and errno of "Not authenticated".
+_CALL_ERROR = -32001
+_ENOTAUTHENTICATED = 207
 
 
 def default_uri() -> str:
@@ -37,32 +51,51 @@ def default_uri() -> str:
     return "ws+unix://" + str((runtime / "middlewared.sock").resolve())
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit with status 1 like every other failure (argparse uses 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
+def _timeout(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="midclt2fa", description="Command-line client of middlewared-2fa."
-    )
+    parser = _Parser(prog="midclt2fa", description="Command-line client of middlewared-2fa.")
     parser.add_argument(
         "-u",
         "--uri",
         default=None,
-        help="ws://HOST:PORT/api/current or "
-        "ws+unix:///path/middlewared.sock (default: the local Unix socket)",
+        help="ws://HOST:PORT/api/current or ws+unix:///path/middlewared.sock (default: "
+        "$MIDCLT2FA_URI, else middlewared.sock in $MIDDLEWARED_2FA_RUNTIME_DIR or ./run)",
     )
     parser.add_argument("-U", "--username", help="log in as this user")
-    parser.add_argument("-P", "--password", help="password (prompted when -U is given without it)")
-    parser.add_argument("--otp", help="one-time code (prompted on a terminal when required)")
-    parser.add_argument("-t", "--timeout", type=float, default=60.0, help="seconds per call")
+    parser.add_argument(
+        "-P", "--password", help="password (asked on the terminal when -U is given without it)"
+    )
+    parser.add_argument(
+        "--otp", help="one-time code (asked on the terminal when the daemon requires one)"
+    )
+    parser.add_argument(
+        "-t", "--timeout", type=_timeout, default=60.0, help="seconds per call (default 60)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     call = sub.add_parser("call", help="call a method")
     call.add_argument("method")
     call.add_argument(
         "args",
         nargs="*",
-        help="each parsed as JSON, else taken as a string; "
-        "'-' alone reads a JSON array of all parameters from stdin",
+        help="each parsed as JSON, else taken as a string; '-' reads one JSON value from "
+        "stdin in its place ('-' alone: a JSON array read from stdin is the whole parameter list)",
     )
     sub.add_parser("ping", help="check that the daemon answers")
-    subscribe = sub.add_parser("subscribe", help="print events as they arrive")
+    subscribe = sub.add_parser("subscribe", help="print events as they arrive, one JSON per line")
     subscribe.add_argument("event")
     subscribe.add_argument("-n", "--number", type=int, default=0, help="stop after N events")
     qr = sub.add_parser("qr", help="print a user's provisioning QR code in the terminal")
@@ -70,60 +103,201 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _no_constants(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259 §6); the daemon refuses a request holding them.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def parse_arg(text: str) -> Any:
     """A command-line argument as JSON when it parses, else the text itself."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constants)
     except ValueError:
         return text
 
 
 def format_result(result: Any) -> str:
-    """Strings bare; everything else as one-line JSON."""
+    """Strings bare; everything else as one-line JSON (so scalars print bare too)."""
     return result if isinstance(result, str) else json.dumps(result)
 
 
 def format_error(exc: ClientError) -> str:
-    """The reason, with one line per invalid field path."""
-    lines = [f"Error: {exc.reason}" if not exc.extra else "Error: invalid parameters"]
+    """``midclt2fa: REASON``; for invalid parameters one indented line per field path.
+
+    Call errors (-32001) carry their errno name, TrueNAS style: ``[ENOENT] ...``.
+    """
     if exc.extra:
+        lines = ["midclt2fa: invalid parameters"]
         lines += [f"  {attr}: {msg}" for attr, msg, *_ in exc.extra]
-    return "\n".join(lines)
+        return "\n".join(lines)
+    if exc.code == _CALL_ERROR and exc.errname:
+        return f"midclt2fa: [{exc.errname}] {exc.reason}"
+    return f"midclt2fa: {exc.reason}"
 
 
 class Failure(Exception):
     """A message for stderr, exit status 1."""
 
 
+class NoTerminal(Exception):
+    """There is no controlling terminal to ask on."""
+
+
+async def prompt(text: str, *, echo: bool) -> str | None:
+    """Ask on the controlling terminal; returns the line without its end, None on end of
+    input (Ctrl-D).
+
+    Reads ``/dev/tty`` like :func:`getpass.getpass`, but on the event loop: the connection
+    keeps answering the daemon's keepalive pings while the user types, and Ctrl-C cancels
+    at once (a thread blocked in ``read`` would keep the process alive until Enter).
+
+    Args:
+        text: The prompt.
+        echo: False for a password (echo is switched off and restored, also on Ctrl-C).
+
+    Raises:
+        NoTerminal: The process has no controlling terminal.
+    """
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        raise NoTerminal() from None
+    try:
+        saved = termios.tcgetattr(fd)
+        if not echo:
+            quiet = termios.tcgetattr(fd)
+            quiet[3] &= ~termios.ECHO
+            termios.tcsetattr(fd, termios.TCSAFLUSH, quiet)
+        try:
+            os.write(fd, text.encode(locale.getpreferredencoding(False), "replace"))
+            line = await _read_line(fd)
+        finally:
+            if not echo:
+                termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
+                os.write(fd, b"\n")  # the user's Enter was not echoed
+    except termios.error:
+        raise NoTerminal() from None
+    finally:
+        os.close(fd)
+    if line is None:
+        return None
+    return line.decode(locale.getpreferredencoding(False), "replace").rstrip("\r")
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _read_line(fd: int) -> bytes | None:
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    buffer = b""
+    while b"\n" not in buffer:
+        readable: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, _wake, readable)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(fd)
+        try:
+            chunk = os.read(fd, 1024)
+        except BlockingIOError:
+            continue
+        except OSError:  # EIO: the terminal hung up
+            chunk = b""
+        if not chunk:
+            return None
+        buffer += chunk
+    return buffer.split(b"\n", 1)[0]
+
+
 async def _login(client: Client, args: argparse.Namespace, stdin: TextIO) -> None:
     password = args.password
     if password is None:
-        password = await asyncio.to_thread(getpass.getpass, f"Password for {args.username}: ")
+        try:
+            password = await prompt(f"Password for {args.username}: ", echo=False)
+        except NoTerminal:
+            raise Failure(
+                "a password is required and there is no terminal to ask on (use -P)"
+            ) from None
+        if password is None:
+            raise Failure("login cancelled: no password given")
     resp = await client.call(
         "auth.login_ex",
         {"mechanism": "PASSWORD_PLAIN", "username": args.username, "password": password},
         timeout=args.timeout,
     )
+    failure: str | None = None  # why the last code was refused
     while resp["response_type"] == "OTP_REQUIRED":
         code = args.otp
         args.otp = None  # a code given on the command line is tried once
         if code is None:
-            if not stdin.isatty():
-                raise Failure("login failed: a one-time code is required (use --otp)")
-            code = await asyncio.to_thread(input, "One-time code: ")
+            notice = ""
+            if failure is not None:
+                notice = f"midclt2fa: {failure.removeprefix('login failed: ')}; try again\n"
+            try:
+                code = await prompt(notice + "One-time code: ", echo=True)
+            except NoTerminal:
+                raise Failure(
+                    failure or "login failed: a one-time code is required (use --otp)"
+                ) from None
+            if code is None:
+                raise Failure(failure or "login cancelled: no one-time code given")
         resp = await client.call(
             "auth.login_ex_continue",
             {"mechanism": "OTP_TOKEN", "otp_token": code},
             timeout=args.timeout,
         )
-        if resp["response_type"] == "OTP_REQUIRED" and not stdin.isatty():
-            raise Failure(await _otp_failure_text(client))
+        if resp["response_type"] == "OTP_REQUIRED":
+            failure = await _otp_failure_text(client)
     if resp["response_type"] != "SUCCESS":
         raise Failure("login failed: wrong username, password or one-time code")
 
 
 async def _otp_failure_text(client: Client) -> str:
-    return "login failed: wrong one-time code"
+    """Why a one-time code was refused: ``login failed: wrong one-time code``, plus the
+    clock skew when the daemon's last clock check found its clock SKEWED.
+
+    ``system.time_sync.status`` needs an authenticated session (API.md §6), and a session
+    whose OTP step failed is not logged in, except on the Unix socket for root or the
+    daemon's own user: that session is the built-in administrator from the start (API.md
+    §1) and stays so during a login attempt. So the skew is shown exactly where the
+    caller may read the status anyway; anyone else learns nothing more than "wrong code"
+    (administrators see the TimeSkew alert, and the audit entry of the failed step names
+    the skew), and the wire contract is unchanged.
+    """
+    text = "login failed: wrong one-time code"
+    try:
+        status = await client.call("system.time_sync.status", timeout=15)
+    except (ClientError, ConnectionError, TimeoutError):
+        return text
+    if not isinstance(status, dict) or status.get("state") != "SKEWED":
+        return text
+    offset = status.get("offset")
+    if not isinstance(offset, int | float):
+        return text
+    side = "behind" if offset > 0 else "ahead of"
+    return (
+        f"{text}; the daemon's clock is off by {offset:+.1f} s (local clock {side} NTP, "
+        f"more than {status.get('max_offset', 30):g} s), so codes from an authenticator "
+        "app cannot match until the clock is fixed"
+    )
+
+
+def _connect_failure(uri: str, exc: ConnectError) -> Failure:
+    """Plain words for why ``uri`` cannot be reached."""
+    cause = exc.__cause__
+    if isinstance(cause, InvalidURI):
+        return Failure(
+            f"invalid URI {uri!r}: expected ws://HOST:PORT/api/current or ws+unix:///PATH"
+        )
+    if isinstance(cause, PermissionError):
+        return Failure(f"cannot connect to {uri}: permission denied")
+    if isinstance(cause, InvalidHandshake):
+        # Something answers there, but it is not the daemon's WebSocket endpoint.
+        return Failure(f"cannot connect to {uri}: {exc} (is this the /api/current URL?)")
+    return Failure(f"daemon not running (cannot connect to {uri}: {exc})")
 
 
 async def run(args: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> None:
@@ -134,22 +308,31 @@ async def run(args: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> None:
                 await _login(client, args, stdin)
             await _command(client, args, stdout, stdin)
     except ConnectError as exc:
-        raise Failure(f"daemon not running (cannot connect to {uri}: {exc})") from None
+        raise _connect_failure(uri, exc) from None
+
+
+def _read_stdin_json(stdin: TextIO) -> Any:
+    try:
+        return json.loads(stdin.read(), parse_constant=_no_constants)
+    except ValueError as exc:
+        raise Failure(f"stdin is not JSON: {exc}") from None
+
+
+def _call_params(args: list[str], stdin: TextIO) -> list[Any]:
+    """The positional parameters of ``call`` (see the ``args`` help)."""
+    if args == ["-"]:
+        params = _read_stdin_json(stdin)
+        return params if isinstance(params, list) else [params]
+    if args.count("-") > 1:
+        raise Failure("'-' (read stdin) may be given only once")
+    return [_read_stdin_json(stdin) if a == "-" else parse_arg(a) for a in args]
 
 
 async def _command(client: Client, args: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> None:
     if args.command == "ping":
         print(await client.call("core.ping", timeout=args.timeout), file=stdout)
     elif args.command == "call":
-        if args.args == ["-"]:
-            try:
-                params = json.loads(stdin.read())
-            except ValueError as exc:
-                raise Failure(f"stdin is not JSON: {exc}") from None
-            if not isinstance(params, list):
-                params = [params]
-        else:
-            params = [parse_arg(a) for a in args.args]
+        params = _call_params(args.args, stdin)
         result = await client.call(args.method, *params, timeout=args.timeout)
         print(format_result(result), file=stdout)
     elif args.command == "subscribe":
@@ -173,14 +356,20 @@ async def _command(client: Client, args: argparse.Namespace, stdout: TextIO, std
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.username is None and (args.password is not None or args.otp is not None):
+        parser.error("-P/--password and --otp need -U/--username")
     try:
         asyncio.run(run(args, sys.stdout, sys.stdin))
     except Failure as exc:
         print(f"midclt2fa: {exc}", file=sys.stderr)
         return 1
     except ClientError as exc:
-        print(format_error(exc), file=sys.stderr)
+        text = format_error(exc)
+        if exc.errno == _ENOTAUTHENTICATED and not args.username:
+            text += " (log in with -U USER, or use the Unix socket as root)"
+        print(text, file=sys.stderr)
         return 1
     except TimeoutError:
         print("midclt2fa: no reply within the timeout", file=sys.stderr)
@@ -191,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         print("midclt2fa: the daemon closed the connection", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print("midclt2fa: interrupted", file=sys.stderr)
         return 1
     return 0
 
