@@ -54,6 +54,8 @@ class Connection:
         self._slots = 0
         self._run_slots = asyncio.Semaphore(MAX_RUNNING_CALLS)
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX_LIMIT)
+        self._cut_off = False
+        self._cutter: asyncio.Future[None] | None = None
         self.last_activity = asyncio.get_running_loop().time()
 
     # -- dispatcher.Caller ----------------------------------------------------------
@@ -80,13 +82,24 @@ class Connection:
     # -- sending --------------------------------------------------------------------------
     def send(self, text: str) -> None:
         """Queue ``text`` for sending; closes the connection if the client does not read."""
+        if self._cut_off:
+            return
         try:
             self._outbox.put_nowait(text)
         except asyncio.QueueFull:
+            self._cut_off = True
             logger.warning("closing connection %s: client does not read", self.session.id)
-            self._outbox = asyncio.Queue(1)
-            self._outbox.put_nowait(None)
-            asyncio.ensure_future(self.ws.close(1013, "client is not reading its messages"))
+            self._cutter = asyncio.ensure_future(self._cut())
+
+    async def _cut(self) -> None:
+        # The close frame queues behind unread data, so it may never leave: after a short
+        # wait the transport is aborted, which also ends the read loop and frees the queue.
+        try:
+            await asyncio.wait_for(self.ws.close(1013, "client is not reading its messages"), 5)
+        except (TimeoutError, ConnectionClosed):
+            pass
+        finally:
+            self.ws.transport.abort()
 
     def close_outbox(self) -> None:
         """Stop the writer after what is queued."""

@@ -6,7 +6,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
 #: Row id: SQLite INTEGER is signed 64-bit, so larger numbers are invalid, not a crash.
 EntryId = Annotated[int, Field(ge=1, le=2**63 - 1, description="entry id")]
 
