@@ -1,0 +1,109 @@
+"""Authorization table: every role against every method that reads or changes the system
+or another user. The expected table is written here from API.md, independently of the code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from middlewared_2fa.cli.client import Client, ClientError
+from tests.helpers.daemon import InProcessDaemon
+from tests.helpers.rfc import RFC_SECRET
+
+READONLY = {"READONLY_ADMIN"}
+#: method -> roles that allow it (FULL_ADMIN always does). API.md §3-§7.
+ALLOWED: dict[str, set[str]] = {
+    "auth.twofactor.config": {"SYSTEM_SECURITY_READ", "SYSTEM_SECURITY_WRITE"} | READONLY,
+    "auth.twofactor.update": {"SYSTEM_SECURITY_WRITE"},
+    "audit.query": {"SYSTEM_AUDIT_READ"} | READONLY,
+    "alert.list": {"SYSTEM_SECURITY_READ", "SYSTEM_SECURITY_WRITE"} | READONLY,
+    "user.get_instance": {"ACCOUNT_READ", "ACCOUNT_WRITE"} | READONLY,
+    "user.create": {"ACCOUNT_WRITE"},
+    "user.update": {"ACCOUNT_WRITE"},
+    "user.delete": {"ACCOUNT_WRITE"},
+    "user.unset_2fa_secret": {"ACCOUNT_WRITE"},
+    "user.renew_2fa_secret": set(),
+    "user.provisioning_uri": set(),
+    "user.twofactor_config": set(),
+    "user.twofactor_qr": set(),
+    "user.verify_twofactor_token": set(),
+}
+ROLES = [
+    None,
+    "ACCOUNT_READ",
+    "ACCOUNT_WRITE",
+    "SYSTEM_SECURITY_READ",
+    "SYSTEM_SECURITY_WRITE",
+    "SYSTEM_AUDIT_READ",
+    "READONLY_ADMIN",
+    "FULL_ADMIN",
+]
+
+
+def calls(victim: dict[str, Any], spare: dict[str, Any]) -> dict[str, list[Any]]:
+    name = victim["username"]
+    return {
+        "auth.twofactor.config": [],
+        "auth.twofactor.update": [{"window": 1}],
+        "audit.query": [],
+        "alert.list": [],
+        "user.get_instance": [victim["id"]],
+        "user.create": [{"username": "made_by_role", "password": "pw"}],
+        "user.update": [victim["id"], {"full_name": "changed"}],
+        "user.delete": [spare["id"]],
+        "user.unset_2fa_secret": [name],
+        "user.renew_2fa_secret": [name],
+        "user.provisioning_uri": [name],
+        "user.twofactor_config": [name],
+        "user.twofactor_qr": [name],
+        "user.verify_twofactor_token": [name, "000000"],
+    }
+
+
+async def login(daemon: InProcessDaemon, username: str) -> Client:
+    ctx = daemon.client()
+    c = await ctx.__aenter__()
+    c._ctx = ctx  # type: ignore[attr-defined]
+    assert (await c.login(username, "pw-" + username))["response_type"] == "SUCCESS"
+    return c
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_role_table(daemon: InProcessDaemon, role: str | None) -> None:
+    """Each role may call exactly the methods the contract gives it, on another user."""
+    async with daemon.admin() as admin:
+        caller = await admin.call(
+            "user.create",
+            {"username": "caller", "password": "pw-caller", "roles": [role] if role else []},
+        )
+        victim = await admin.call("user.create", {"username": "victim", "password": "pw-v"})
+        spare = await admin.call("user.create", {"username": "spare", "password": "pw-s"})
+        await daemon.seed_secret("victim", RFC_SECRET)
+        c = await login(daemon, "caller")
+        try:
+            for method, params in calls(victim, spare).items():
+                allowed = role == "FULL_ADMIN" or role in ALLOWED[method]
+                try:
+                    await c.call(method, *params)
+                    outcome = "ok"
+                except ClientError as exc:
+                    outcome = str(exc.errname)
+                # Denied means EACCES/EPERM; get_instance of an invisible user is ENOENT, so
+                # that its existence is not revealed either.
+                denials = {"EACCES", "EPERM"} | (
+                    {"ENOENT"} if method == "user.get_instance" else set()
+                )
+                assert (outcome in denials) is (not allowed), (role, method, outcome)
+                assert allowed is (outcome == "ok"), (role, method, outcome)
+                if method == "user.unset_2fa_secret":
+                    await daemon.seed_secret("victim", RFC_SECRET)
+            visible = {u["username"] for u in await c.call("user.query")}
+            reads = role in {"ACCOUNT_READ", "ACCOUNT_WRITE", "READONLY_ADMIN", "FULL_ADMIN"}
+            assert ("victim" in visible) is reads
+            assert "caller" in visible
+        finally:
+            await c._ctx.__aexit__(None, None, None)  # type: ignore[attr-defined]
+        if role not in ("FULL_ADMIN", "SYSTEM_SECURITY_WRITE"):
+            assert (await admin.call("auth.twofactor.config"))["window"] == 0
+        assert caller["roles"] == ([role] if role else [])
