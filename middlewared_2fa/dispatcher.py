@@ -312,7 +312,7 @@ class Dispatcher:
         response = await dispatch_to_response_pure(
             deserializer=_identity,
             validator=_identity,
-            post_process=to_serializable_one,
+            post_process=to_serializable_one,  # type: ignore[arg-type]
             context=ctx,
             methods=self._entries,
             request=request,  # type: ignore[arg-type]

@@ -55,8 +55,12 @@ def filter_list(
         name = key.lstrip("-")
         if result and name not in result[0]:
             raise ValidationError("options.order_by", f"unknown field {name[:64]!r}")
+
+        def sort_key(entry: dict[str, Any], field: str = name) -> Any:
+            return entry[field]
+
         try:
-            result.sort(key=lambda e, n=name: e[n], reverse=key.startswith("-"))
+            result.sort(key=sort_key, reverse=key.startswith("-"))
         except TypeError:
             raise ValidationError("options.order_by", f"cannot order by {name!r}") from None
     if options.count:

@@ -12,7 +12,7 @@ import uuid
 from collections import deque
 from typing import Any
 
-from middlewared_2fa.api import RegisteredMethod, Service, collect_methods
+from middlewared_2fa.api import RegisteredMethod, collect_methods
 from middlewared_2fa.clock import Clock, SystemClock
 from middlewared_2fa.config import Settings
 from middlewared_2fa.crypto import DecryptionError, SecretBox, load_or_create_key
@@ -75,7 +75,8 @@ class Middleware:
         self.repos = Repositories(self.db)
         self.events = EventHub()
         self.methods: dict[str, RegisteredMethod] = {}
-        self.services: dict[str, Service] = {}
+        # Any: services call each other's plain Python methods by namespace (duck typing).
+        self.services: dict[str, Any] = {}
         self.rate_limiter = RateLimiter(
             settings.rate_limit_calls, settings.rate_limit_period, self.clock
         )

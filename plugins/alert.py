@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 import uuid
 from typing import Any
@@ -53,6 +54,6 @@ class AlertService(Service):
             alert = self._alerts.pop(k)
             self.middleware.events.emit("alert.list", "removed", alert["uuid"], dict(alert))
 
-    def active(self, klass: str) -> list[dict[str, Any]]:
+    def active(self, klass: str) -> builtins.list[dict[str, Any]]:
         """The current alerts of ``klass``."""
         return [a for (k, _), a in self._alerts.items() if k == klass]

@@ -174,9 +174,10 @@ async def open_client(
                 timeout,
             )
         else:
-            extra = {"origin": origin} if origin else {}
+            if origin:
+                kwargs["origin"] = origin
             ws = await asyncio.wait_for(
-                connect(uri, max_size=2**24, compression=None, **extra, **kwargs), timeout
+                connect(uri, max_size=2**24, compression=None, **kwargs), timeout
             )
     except (OSError, TimeoutError) as exc:
         raise ConnectError(str(exc) or type(exc).__name__) from exc
