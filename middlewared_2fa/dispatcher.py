@@ -390,7 +390,11 @@ class Dispatcher:
                 description=f"call {method.name}",
                 method=method.name,
             )
-        dumped = spec.returns.model_validate({"result": result}).model_dump(mode="json")
+        try:
+            dumped = spec.returns.model_validate({"result": result}).model_dump(mode="json")
+        except PydanticValidationError as exc:
+            # The method broke its own result model: a bug (-32603), not the caller's fault.
+            raise RuntimeError(f"{method.name} returned an invalid result") from exc
         return dumped["result"]
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import weakref
 from pathlib import Path
 
 _URI = re.compile(r"otpauth://\S+", re.IGNORECASE)
@@ -21,13 +20,15 @@ _MASK = "********"
 
 
 class _Registry:
-    """Values to mask, held weakly where possible so the registry never grows without bound."""
+    """Values to mask: the most recent 4096, so the registry never grows without bound."""
 
     def __init__(self) -> None:
         self._values: dict[str, None] = {}
 
     def add(self, value: str) -> None:
-        if len(value) >= 4:
+        # Short values would mask ordinary words; long ones (an attacker's 4 KiB
+        # "password") would make every log line slow to scrub.
+        if 4 <= len(value) <= 256:
             self._values[value] = None
             if len(self._values) > 4096:
                 self._values.pop(next(iter(self._values)))
@@ -40,7 +41,6 @@ class _Registry:
 
 
 _registry = _Registry()
-_filters: weakref.WeakSet[SecretFilter] = weakref.WeakSet()
 
 
 def redact(value: str | None) -> None:

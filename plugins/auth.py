@@ -178,7 +178,6 @@ class AuthService(Service):
         return await self._succeed(ctx, user, "LOGIN_PASSWORD", data.login_options.user_info)
 
     async def _otp(self, ctx: CallContext, data: OtpToken) -> dict[str, Any]:
-        redact(data.otp_token.strip())
         session = ctx.session
         pending = session.pending_otp
         if pending is None:

@@ -22,6 +22,7 @@ import pyotp
 from middlewared_2fa.api import CallContext, Service, api_method
 from middlewared_2fa.datastore.repositories import TwoFactorConfigRow, UserRow
 from middlewared_2fa.errors import ValidationErrors
+from middlewared_2fa.log import redact
 from middlewared_2fa.schema.twofactor import (
     AuthTwofactorConfigArgs,
     AuthTwofactorConfigResult,
@@ -142,11 +143,15 @@ class TwoFactorService(Service):
             gate = self.middleware.services.get("system.time_sync")
             if gate is not None:
                 await gate.gate_enable(errors, "auth_twofactor_update.enabled")
+        if (ssh_oath := self.middleware.services.get("ssh.oath")) is not None:  # API.md §5, §8
+            await ssh_oath.validate_twofactor_update(errors, old, new)
         errors.check()
         await self.middleware.repos.twofactor.put(new)
         self._config_cache = new
         entry = self.entry(new)
         self.middleware.events.emit("auth.twofactor.config", "changed", 1, entry)
+        if ssh_oath is not None:
+            await ssh_oath.sync(ctx)  # rewrites the OATH files; CallError if it cannot
         return entry
 
     # -- for other services ----------------------------------------------------------
@@ -181,6 +186,7 @@ class TwoFactorService(Service):
         code = normalize_code(token, user.totp_digits)
         if code is None:
             return CodeCheck(False, "malformed")
+        redact(code)
         config = await self.get_config()
         secret = self.middleware.decrypt_secret(user.totp_secret)
         step = matching_step(

@@ -79,6 +79,24 @@ def provisioning_uri(
     return f"otpauth://totp/{label}?{query}"
 
 
+def qr_data_uri(payload: str, *, fmt: str, scale: int) -> str:
+    """``payload`` as a ``data:`` URI of a regular QR code, error correction M, quiet zone
+    of 4 modules.
+
+    Never Micro QR: ``segno.make`` picks Micro QR for short payloads and most phone
+    readers cannot scan those (segno #114), so ``make_qr`` is used.
+
+    Args:
+        payload: Text to encode (the provisioning URI).
+        fmt: ``"png"`` or ``"svg"``.
+        scale: Pixels (or SVG units) per module.
+    """
+    qr = segno.make_qr(payload, error="M", boost_error=False)
+    if fmt == "png":
+        return str(qr.png_data_uri(scale=scale, border=4))
+    return str(qr.svg_data_uri(scale=scale, border=4))
+
+
 class UserService(Service):
     class Config:
         namespace = "user"
@@ -92,7 +110,7 @@ class UserService(Service):
         if await repos.users.count() > 0:
             return
         settings = self.middleware.settings
-        password = settings.admin_password
+        password = settings.admin_password or None  # an empty setting means "generate"
         generated = password is None
         if password is None:
             password = secrets.token_urlsafe(18)
@@ -192,6 +210,13 @@ class UserService(Service):
                 "SSH password login needs a 2FA secret while two-factor authentication is "
                 "required for SSH; configure the user's secret first",
             )
+
+    async def _sync_ssh_oath(self, ctx: CallContext) -> None:
+        """Rewrite the SSH OATH users file (API.md §8) when the ``ssh.oath`` plugin is
+        loaded. Raises CallError (EIO) when it cannot be written; the change stays saved."""
+        ssh_oath = self.middleware.services.get("ssh.oath")
+        if ssh_oath is not None:
+            await ssh_oath.sync(ctx)
 
     # -- CRUD ------------------------------------------------------------------------
 
@@ -298,6 +323,8 @@ class UserService(Service):
         new = await repos.users.get(id)
         assert new is not None
         self._emit("changed", new)
+        if new.username != row.username and new.totp_secret is not None:
+            await self._sync_ssh_oath(ctx)
         return self.entry(new)
 
     @api_method(UserDeleteArgs, BoolResult, roles=["ACCOUNT_WRITE"], audit=True)
@@ -310,6 +337,8 @@ class UserService(Service):
             raise CallError("The built-in administrator cannot be deleted", EPERM)
         await self.middleware.repos.users.delete(id)
         self._emit("removed", row)
+        if row.totp_secret is not None:
+            await self._sync_ssh_oath(ctx)
         return True
 
     # -- two-factor ------------------------------------------------------------------
@@ -325,7 +354,8 @@ class UserService(Service):
         the stored values. Returns the UserEntry plus ``twofactor_config``.
 
         Raises:
-            CallError: EPERM unless the caller is the user or FULL_ADMIN; ENOENT.
+            CallError: EPERM unless the caller is the user or FULL_ADMIN; ENOENT; EIO when
+                the SSH OATH users file cannot be rewritten (the new secret is saved).
             ValidationErrors: ``twofactor_options.interval`` / ``.otp_digits`` (schema).
         """
         row = await self._named(ctx, username, write_role=None)
@@ -339,20 +369,29 @@ class UserService(Service):
         new = await self.middleware.repos.users.get(row.id)
         assert new is not None
         self._emit("changed", new)
+        await self._sync_ssh_oath(ctx)
         return {**self.entry(new), "twofactor_config": await self._twofactor_config(new)}
 
     @api_method(UserUnset2faSecretArgs, NullResult, roles=[], audit=True)
     async def unset_2fa_secret(self, ctx: CallContext, username: str) -> None:
-        """Remove ``username``'s secret; the next login needs no OTP.
+        """Remove ``username``'s secret; the next login needs no OTP. While global 2FA and
+        ``services.ssh`` are on, ``ssh_password_enabled`` is turned off with it (API.md §5)
+        and the user leaves the SSH OATH users file.
 
         Raises:
-            CallError: EPERM unless the caller is the user or has ACCOUNT_WRITE; ENOENT.
+            CallError: EPERM unless the caller is the user or has ACCOUNT_WRITE; ENOENT;
+                EIO when the OATH users file cannot be rewritten (the secret is removed).
         """
         row = await self._named(ctx, username, write_role="ACCOUNT_WRITE")
+        config = await self.middleware.service("auth.twofactor").get_config()
+        if row.ssh_password_enabled and config.enabled and config.ssh:
+            # No password SSH without a secret while SSH 2FA is on (API.md §5): turned off.
+            await self.middleware.repos.users.update(row.id, {"ssh_password_enabled": False})
         await self.middleware.repos.users.set_totp(row.id, None, row.totp_interval, row.totp_digits)
         new = await self.middleware.repos.users.get(row.id)
         assert new is not None
         self._emit("changed", new)
+        await self._sync_ssh_oath(ctx)
 
     @api_method(UserProvisioningUriArgs, StrResult, roles=[])
     async def provisioning_uri(self, ctx: CallContext, username: str) -> str:
@@ -390,14 +429,10 @@ class UserService(Service):
             CallError: EPERM; ENOENT; EINVAL when the user has no secret.
         """
         uri = await self.provisioning_uri(ctx, username)
-
-        def render() -> str:
-            qr = segno.make_qr(uri, error="M", boost_error=False)
-            if options.format == "png":
-                return str(qr.png_data_uri(scale=options.scale, border=4))
-            return str(qr.svg_data_uri(scale=options.scale, border=4))
-
-        return {"format": options.format, "data_uri": await asyncio.to_thread(render)}
+        data_uri = await asyncio.to_thread(
+            qr_data_uri, uri, fmt=options.format, scale=options.scale
+        )
+        return {"format": options.format, "data_uri": data_uri}
 
     @api_method(UserVerifyTwofactorTokenArgs, BoolResult, roles=[])
     async def verify_twofactor_token(self, ctx: CallContext, username: str, token: str) -> bool:
@@ -413,6 +448,5 @@ class UserService(Service):
             raise CallError(
                 f"{username!r} user does not have two factor authentication configured", EINVAL
             )
-        redact(token.strip())
         check = await self.middleware.service("auth.twofactor").check_code(row, token)
         return check.ok

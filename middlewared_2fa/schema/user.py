@@ -63,6 +63,14 @@ class TwoFactorOptions(Model):
     otp_digits: int = Field(6, ge=6, le=8, description="code length")
     interval: Literal[30, 60] = Field(30, description="time step in seconds (pam_oath: 30 or 60)")
 
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _integer_interval(cls, value: object) -> object:
+        # Literal[30, 60] alone accepts 30.0; the other integer fields do not.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("Input should be a valid integer, 30 or 60")
+        return value
+
 
 class UserTwofactorConfig(Out):
     provisioning_uri: str | None = Field(description="otpauth:// URI (Key URI format)")

@@ -1,0 +1,490 @@
+"""``ssh.oath``: the OATH users file and the PAM snippet that make sshd ask pam_oath for a
+TOTP code (API.md §8, docs/ssh.md). No public methods: other services call
+:meth:`SshOathService.sync` inside their own API calls, so a failed write fails that call.
+
+Files (paths from the settings ``oath_users_file`` and ``pam_snippet_file``, by default
+``users.oath`` and ``pam_oath.conf`` in the state directory):
+
+- The users file, in liboath's "UsersFile" format (oath-toolkit ``liboath/usersfile.c``;
+  fields separated by whitespace, ``#`` lines ignored)::
+
+      HOTP/T{interval}/{digits} <TAB> {username} <TAB> - <TAB> {hex secret}
+
+  ``HOTP/T30/6`` means TOTP (RFC 6238) with a 30 s step and 6 digits, ``-`` means "no
+  password in this file" and the secret is the seed in hexadecimal. Mode 0600. Only while
+  global 2FA and ``services.ssh`` are both on are users listed; otherwise the file holds
+  only its header comment.
+- The PAM snippet: ``auth required pam_oath.so usersfile=PATH window=W`` while SSH 2FA is
+  on, only a comment otherwise (so an ``@include`` of it stays valid). Mode 0644.
+
+Window mapping: our ``window`` counts time steps on *each* side of the current one (steps
+T-w..T+w, 2w+1 codes). pam_oath hands ``window=`` to liboath's TOTP validator
+(``oath_totp_validate*``), which also tries the current step and ``window`` steps before
+and after it, so ``window=W`` is written with W equal to ``auth.twofactor.config.window``
+(identity mapping). pam_oath's own default (5) is never relied on. For event-based HOTP
+lines liboath's window would mean "codes ahead only"; we never write such lines.
+
+Replay protection: after each successful login pam_oath rewrites the user's line with
+three more fields, ``COUNTER LASTOTP TIME`` (liboath ``update_usersfile``), and refuses a
+code equal to LASTOTP or not newer than it within the window. A rewrite by the daemon
+therefore carries those fields over for every line whose type and secret did not change
+(RFC 6238 §5.2: a code is accepted once), and drops them when the secret changed. Both
+sides take liboath's lock (a POSIX ``fcntl`` write lock on ``PATH.lock``) for the
+read-merge-replace. liboath reads the file *before* taking that lock and copies from what
+it read, so a login racing a rewrite can put back the older content; each rewrite is
+therefore checked again :attr:`SshOathService.RECHECK_DELAY` seconds later and redone if
+the file no longer matches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from middlewared_2fa.api import CallContext, Service
+from middlewared_2fa.crypto import DecryptionError
+from middlewared_2fa.datastore.repositories import TwoFactorConfigRow
+from middlewared_2fa.errors import CallError, ValidationErrors
+
+logger = logging.getLogger(__name__)
+
+#: Alert class raised while the files cannot be written (cleared by the next good write).
+WRITE_FAILED_ALERT = "SshOathWriteFailed"
+
+#: liboath reads secrets into a 32-byte buffer (``usersfile.c``); longer ones fail there.
+MAX_SECRET_BYTES = 32
+
+USERS_HEADER = (
+    "# Managed by middlewared-2fa (ssh.oath): rewritten on every change, do not edit.\n"
+    "# pam_oath appends COUNTER LASTOTP TIME to a line after each login (replay protection).\n"
+)
+SNIPPET_HEADER = "# Managed by middlewared-2fa (ssh.oath); see docs/ssh.md. Do not edit.\n"
+
+_COUNTER = re.compile(r"\d{1,20}")
+_LAST_OTP = re.compile(r"\d{6,8}")
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dL")  # liboath "%Y-%m-%dT%H:%M:%SL"
+#: Characters that PAM (argument splitting, ``[...]`` quoting) or pam_oath (``${USER}``
+#: expansion) would read differently in ``usersfile=PATH``.
+_UNSAFE_PATH = re.compile(r"[\s\[\]$]")
+_LOCK_TIMEOUT = 10.0  # s; pam_oath holds the lock for a few milliseconds
+
+
+@dataclass(slots=True, frozen=True)
+class OathEntry:
+    """One line of the users file (without pam_oath's state fields).
+
+    Attributes:
+        username: Login name (the system account pam_oath is asked about).
+        interval: TOTP time step X in seconds, 30 or 60 (RFC 6238 §4.1; liboath knows no
+            other).
+        digits: Code length, 6..8.
+        secret_hex: The seed in lower-case hexadecimal.
+    """
+
+    username: str
+    interval: int
+    digits: int
+    secret_hex: str
+
+    @property
+    def token_type(self) -> str:
+        """liboath token type, e.g. ``HOTP/T30/6``."""
+        return f"HOTP/T{self.interval}/{self.digits}"
+
+    def line(self, state: tuple[str, str, str] | None) -> str:
+        """The line, with pam_oath's ``COUNTER LASTOTP TIME`` appended when given."""
+        fields = [self.token_type, self.username, "-", self.secret_hex]
+        if state is not None:
+            fields.extend(state)
+        return "\t".join(fields) + "\n"
+
+
+def base32_to_hex(secret: str) -> str:
+    """The base32 seed ``secret`` (RFC 4648 §6, ``=`` padding optional, any case) as
+    lower-case hex.
+
+    Stored secrets are 32 characters, but legacy ones may have any length (e.g. 26), so
+    the padding to a multiple of 8 characters is added here, only for decoding.
+
+    Raises:
+        ValueError: not base32.
+    """
+    text = "".join(secret.split()).rstrip("=").upper()
+    try:
+        raw = base64.b32decode(text + "=" * (-len(text) % 8))
+    except binascii.Error:
+        raise ValueError("not a base32 secret") from None
+    return raw.hex()
+
+
+def parse_state(text: str) -> dict[tuple[str, str], tuple[str, str, str]]:
+    """pam_oath's replay state per ``(token type, hex secret)`` from a users file.
+
+    Args:
+        text: Current users file content.
+
+    Returns:
+        ``{(type, secret_hex): (counter, last_otp, timestamp)}`` for lines that carry all
+        three fields in the form liboath writes them; malformed state is dropped (liboath
+        would refuse the whole line otherwise).
+    """
+    state: dict[tuple[str, str], tuple[str, str, str]] = {}
+    for raw in text.splitlines():
+        fields = raw.split()
+        if len(fields) != 7 or fields[0].startswith("#"):
+            continue
+        token_type, _user, _password, secret, counter, last_otp, stamp = fields
+        if (
+            _COUNTER.fullmatch(counter)
+            and _LAST_OTP.fullmatch(last_otp)
+            and _TIMESTAMP.fullmatch(stamp)
+        ):
+            state[(token_type, secret.lower())] = (counter, last_otp, stamp)
+    return state
+
+
+def render_users_file(
+    entries: list[OathEntry], state: dict[tuple[str, str], tuple[str, str, str]]
+) -> str:
+    """The users file for ``entries``, keeping pam_oath's state of unchanged secrets.
+
+    State is keyed by type and secret, not by name: it belongs to the seed (the codes it
+    protects), so it follows a renamed user and is dropped for a new secret.
+    """
+    lines = [e.line(state.get((e.token_type, e.secret_hex))) for e in entries]
+    return USERS_HEADER + "".join(lines)
+
+
+def render_snippet(users_path: Path | None, window: int) -> str:
+    """The PAM snippet: the pam_oath line, or only a comment when ``users_path`` is None.
+
+    Args:
+        users_path: Absolute users file path, or None while SSH 2FA is off.
+        window: Time steps accepted on each side (liboath's TOTP window has the same
+            meaning, see the module docstring).
+    """
+    if users_path is None:
+        return SNIPPET_HEADER + "# Two-factor authentication for SSH is off.\n"
+    return (
+        SNIPPET_HEADER
+        + f"# window={window}: time steps accepted before and after the current one.\n"
+        + f"auth required pam_oath.so usersfile={users_path} window={window}\n"
+    )
+
+
+@contextlib.contextmanager
+def liboath_lock(path: Path, timeout: float = _LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold liboath's lock for ``path``: a POSIX record lock on ``PATH.lock``.
+
+    liboath (``update_usersfile``) takes ``fcntl(F_SETLKW)`` on that file and unlinks it
+    when done; a lock on a file that was unlinked meanwhile protects nothing, so the
+    lock is retaken until the locked file is the one at the path. The lock file is
+    unlinked on release, as liboath does.
+
+    Raises:
+        OSError: the lock file cannot be created, or (ETIMEDOUT) the lock was not
+            obtained within ``timeout`` seconds.
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _same_file(fd, lock_path):
+                break
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            if time.monotonic() > deadline:
+                raise OSError(errno.ETIMEDOUT, "lock held too long", str(lock_path)) from None
+            time.sleep(0.01)
+            continue
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)  # releases the lock
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open file ``fd`` is still the file at ``path``."""
+    held = os.fstat(fd)
+    try:
+        current = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (current.st_ino, current.st_dev) == (held.st_ino, held.st_dev)
+
+
+def replace_file(path: Path, content: str, mode: int) -> None:
+    """Write ``content`` to ``path`` atomically: a temporary file in the same folder,
+    fsync, rename over ``path``, fsync of the folder.
+
+    The temporary name differs from liboath's ``PATH.new``.
+
+    Raises:
+        OSError: any step failed; the old file is then unchanged.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), mode)
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _current(path: Path) -> tuple[str, int] | None:
+    """``(content, permission bits)`` of ``path``, or None when it does not exist."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read(), os.fstat(fh.fileno()).st_mode & 0o7777
+    except FileNotFoundError:
+        return None
+
+
+def _replace_if_changed(path: Path, content: str, mode: int) -> bool:
+    if _current(path) == (content, mode):
+        return False
+    replace_file(path, content, mode)
+    return True
+
+
+def _update_users_file(path: Path, entries: list[OathEntry]) -> bool:
+    with liboath_lock(path):
+        current = _current(path)
+        state = parse_state(current[0]) if current is not None else {}
+        content = render_users_file(entries, state)
+        if current == (content, 0o600):
+            return False
+        replace_file(path, content, 0o600)
+        return True
+
+
+def write_files(
+    users_path: Path, snippet_path: Path, entries: list[OathEntry] | None, window: int
+) -> bool:
+    """Bring both files up to date (blocking; run it in a thread).
+
+    Args:
+        users_path: Absolute users file path.
+        snippet_path: PAM snippet path.
+        entries: Users to list, or None while SSH 2FA is off.
+        window: Time steps on each side.
+
+    Returns:
+        True when the users file was rewritten.
+
+    Raises:
+        OSError: a file could not be locked, read or written.
+        ValueError: ``users_path`` cannot be written into a PAM argument.
+    """
+    if _UNSAFE_PATH.search(str(users_path)):
+        raise ValueError(
+            f"{users_path}: the path may not contain whitespace, '[', ']' or '$' "
+            "(PAM and pam_oath would misread it)"
+        )
+    if entries is None:
+        # Snippet first: pam_oath stops being asked before the users file empties.
+        _replace_if_changed(snippet_path, render_snippet(None, window), 0o644)
+        return _update_users_file(users_path, [])
+    # Users file first: the snippet never names a file that lacks the users.
+    changed = _update_users_file(users_path, entries)
+    _replace_if_changed(snippet_path, render_snippet(users_path, window), 0o644)
+    return changed
+
+
+class SshOathService(Service):
+    """Keeps the OATH users file and PAM snippet in step with the database."""
+
+    class Config:
+        namespace = "ssh.oath"
+
+    #: Seconds after a rewrite at which the file is checked again (see module docstring).
+    RECHECK_DELAY = 1.0
+
+    def __init__(self, middleware: Any) -> None:
+        super().__init__(middleware)
+        self._lock = asyncio.Lock()
+        #: True: the files were last written for "SSH 2FA on"; False: for "off"; None:
+        #: unknown or the last write failed (then every hook retries).
+        self._written_active: bool | None = None
+        self._recheck: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Write the files at start-up; a failure raises the alert but does not stop the
+        daemon (the administrator must be able to log in and fix it)."""
+        with contextlib.suppress(CallError):
+            await self._sync(None, "start-up")
+
+    # -- hooks for other services -------------------------------------------------------
+
+    async def validate_twofactor_update(
+        self, errors: ValidationErrors, old: TwoFactorConfigRow, new: TwoFactorConfigRow
+    ) -> None:
+        """Refuse turning SSH 2FA on while users without a secret may use password SSH.
+
+        API.md §5 forbids ``ssh_password_enabled`` without a secret while global 2FA and
+        ``services.ssh`` are on; an update that switches that state on must not create
+        such users behind the rule's back. The error names them; the attribute is the
+        switch that was turned on (``auth_twofactor_update.services.ssh``, or
+        ``auth_twofactor_update.enabled`` when ``services.ssh`` was already on).
+        """
+        if not (new.enabled and new.ssh) or (old.enabled and old.ssh):
+            return
+        names = [
+            row.username
+            for row in await self.middleware.repos.users.list()
+            if row.ssh_password_enabled and row.totp_secret is None
+        ]
+        if not names:
+            return
+        shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+        attribute = (
+            "auth_twofactor_update.services.ssh" if not old.ssh else "auth_twofactor_update.enabled"
+        )
+        errors.add(
+            attribute,
+            f"SSH password login is enabled for users without a 2FA secret ({shown}); "
+            "configure their secrets or turn off their ssh_password_enabled first",
+        )
+
+    async def sync(self, ctx: CallContext | None) -> None:
+        """Rewrite the users file and snippet from the database, if they change.
+
+        Called inside the API call that made the change (and at start-up with
+        ``ctx=None``). While SSH 2FA is off and the files were last written that way,
+        nothing is done. A failure raises the alert ``SshOathWriteFailed``, writes an
+        audit entry and is raised to the caller; the next good write clears the alert.
+
+        Raises:
+            CallError: EIO, the files could not be written (the message names the path
+                and the reason, never a secret).
+        """
+        await self._sync(ctx, "start-up" if ctx is None else ctx.method)
+
+    # -- internals ---------------------------------------------------------------------
+
+    async def _sync(self, ctx: CallContext | None, origin: str) -> bool:
+        """:meth:`sync`; True when the users file was rewritten."""
+        async with self._lock:
+            config = await self.middleware.service("auth.twofactor").get_config()
+            active = config.enabled and config.ssh
+            if not active and self._written_active is False:
+                return False
+            try:
+                changed = await self._write(config)
+            except (OSError, ValueError) as exc:
+                await self._failed(ctx, origin, exc)
+                raise CallError(
+                    f"{self._reason(exc)}. "
+                    + ("The change itself was saved; " if ctx is not None else "")
+                    + "SSH logins use the previous files until this is fixed.",
+                    errno.EIO,
+                ) from None
+            if self._written_active is None:
+                self.middleware.service("alert").clear_alert(WRITE_FAILED_ALERT)
+            self._written_active = active
+        if changed:
+            self._schedule_recheck()
+        return changed
+
+    async def _entries(self) -> list[OathEntry]:
+        """Users with a secret that liboath can read, ordered by id."""
+        entries: list[OathEntry] = []
+        for row in await self.middleware.repos.users.list():
+            if row.totp_secret is None:
+                continue
+            try:
+                secret_hex = base32_to_hex(self.middleware.decrypt_secret(row.totp_secret))
+            except (DecryptionError, ValueError):
+                logger.warning("user %s: stored secret unreadable; not listed for SSH", row.id)
+                continue
+            name = row.username
+            if len(secret_hex) > 2 * MAX_SECRET_BYTES or not name.isprintable() or " " in name:
+                logger.warning("user %s: secret or name unusable by pam_oath; not listed", row.id)
+                continue
+            entries.append(OathEntry(row.username, row.totp_interval, row.totp_digits, secret_hex))
+        return entries
+
+    async def _write(self, config: TwoFactorConfigRow) -> bool:
+        settings = self.middleware.settings
+        users_path = settings.oath_users_path.absolute()
+        entries = await self._entries() if config.enabled and config.ssh else None
+        return await asyncio.to_thread(
+            write_files, users_path, settings.pam_snippet_path, entries, config.window
+        )
+
+    @staticmethod
+    def _reason(exc: OSError | ValueError) -> str:
+        if isinstance(exc, OSError):
+            where = f"{exc.filename}: " if exc.filename else ""
+            detail = f"{where}{exc.strerror or type(exc).__name__}"
+        else:
+            detail = str(exc)
+        return f"The SSH two-factor files (pam_oath) could not be written ({detail})"
+
+    async def _failed(
+        self, ctx: CallContext | None, origin: str, exc: OSError | ValueError
+    ) -> None:
+        self._written_active = None
+        reason = self._reason(exc)
+        logger.error("%s", reason)
+        self.middleware.service("alert").raise_alert(
+            WRITE_FAILED_ALERT,
+            "CRITICAL",
+            f"{reason}. SSH logins may not match the two-factor settings until it is fixed.",
+        )
+        await self.middleware.audit(
+            "METHOD_CALL",
+            ctx.session if ctx is not None else None,
+            success=False,
+            description=f"{origin}: {reason}",
+            method=ctx.method if ctx is not None else None,
+            error="EIO",
+        )
+
+    def _schedule_recheck(self) -> None:
+        if self._recheck is not None and not self._recheck.done():
+            return
+        self._recheck = self.middleware.spawn(self._recheck_later(), "ssh.oath recheck")
+
+    async def _recheck_later(self) -> None:
+        await asyncio.sleep(self.RECHECK_DELAY)
+        self._recheck = None
+        # The write merges pam_oath's newest state, so it only rewrites when a stale
+        # write-back (or anything else) changed the users or secrets.
+        with contextlib.suppress(CallError):
+            if await self._sync(None, "re-check after a rewrite"):
+                logger.warning(
+                    "%s differed from the database shortly after a rewrite (a pam_oath "
+                    "login racing it?); written again",
+                    self.middleware.settings.oath_users_path,
+                )
