@@ -133,7 +133,7 @@ class UserService(Service):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(password + "\n")
-            logger.warning("created user 'admin'; its initial password is in %s", path)
+            logger.warning("created user 'admin'; its initial password is in %s", path.resolve())
         else:
             logger.info("created user 'admin' with the configured password")
 

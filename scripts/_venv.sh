@@ -1,5 +1,7 @@
-# Sourced by scripts/run and scripts/test: create .venv when missing and install the
-# project into it (editable, so plugins/ is loaded from the checkout).
+# Sourced by scripts/run, scripts/test, scripts/check and scripts/bench: create .venv when
+# missing and install the project into it (editable, so plugins/ is loaded from the
+# checkout) with the extras in $EXTRAS. A stamp per pyproject.toml version remembers which
+# extras are installed, so switching between the scripts does not reinstall.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MIDDLEWARED_2FA_VENV:-$ROOT/.venv}"
@@ -8,11 +10,18 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "creating virtual environment in $VENV" >&2
   "$PYTHON" -m venv "$VENV"
 fi
-stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-${EXTRAS:-base}"
-if [ ! -f "$stamp" ]; then
-  echo "installing middlewared-2fa into $VENV" >&2
+stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+wanted="base${EXTRAS:+,$EXTRAS}"
+have="$(cat "$stamp" 2>/dev/null || true)"
+missing=""
+for extra in ${wanted//,/ }; do
+  case ",$have," in *",$extra,"*) ;; *) missing="yes" ;; esac
+done
+if [ -n "$missing" ]; then
+  all="$(printf '%s\n' ${have//,/ } ${wanted//,/ } | grep -v '^base$' | sort -u | paste -sd, -)"
+  echo "installing middlewared-2fa${all:+[$all]} into $VENV" >&2
   "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT${EXTRAS:+[$EXTRAS]}" >&2
+  "$VENV/bin/python" -m pip install --quiet -e "$ROOT${all:+[$all]}" >&2
   rm -f "$VENV"/.installed-*
-  touch "$stamp"
+  echo "base${all:+,$all}" > "$stamp"
 fi
