@@ -1,0 +1,445 @@
+// The application shell: the session (login, re-login token, logout), the data every
+// screen shares, live updates, the toolbar and the hash router.
+//
+// Session rules (API.md §3): the password is only ever sent in auth.login_ex and never
+// stored; after each login the page asks auth.generate_token for a single-use re-login
+// token and keeps it in sessionStorage, so a reload (or a dropped connection) logs in
+// again with TOKEN_PLAIN. Logging out deletes it.
+
+import { h, replace } from './dom.js';
+import { openDialog } from './dialog.js';
+import { describeError } from './errors.js';
+import { clockTime, hasRole } from './format.js';
+import { menuButton } from './menu.js';
+import { ConnectionLost, RpcClient, RpcError, apiUrl } from './rpc.js';
+import { advancedView } from './views/advanced.js';
+import { loginView } from './views/login.js';
+import { showSetupPrompt } from './views/setup-prompt.js';
+import { twoFactorView } from './views/twofactor.js';
+
+const TOKEN_KEY = 'middlewared-2fa.token';
+const SKIPPED_KEY = 'middlewared-2fa.setup-skipped';
+const CONFIRM_KEY = 'middlewared-2fa.confirm-pending';
+const TOKEN_TTL = 600; // seconds
+const TOKEN_REFRESH_MS = 240000; // well inside the TTL
+const ME_POLL_MS = 60000;
+const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 15000];
+
+export const ROUTES = {
+  'two-factor': { title: 'Two-Factor Authentication', view: twoFactorView },
+  advanced: { title: 'Advanced Settings', view: advancedView, allowed: (app) => app.canWriteSecurity },
+};
+
+class App {
+  constructor() {
+    this.rpc = new RpcClient(apiUrl());
+    this.main = document.getElementById('main');
+    this.toolbar = document.getElementById('toolbar');
+    this.banner = document.getElementById('banner');
+    this.toasts = document.getElementById('toasts');
+    this.me = null; // auth.me result
+    this.global = null; // auth.twofactor.config (readers only)
+    this.timeSync = null; // system.time_sync.status
+    this.timeSyncError = null;
+    this.alerts = new Map(); // uuid -> alert
+    this.view = null;
+    this.refreshTimer = null;
+    this.pollTimer = null;
+    this.reconnecting = false;
+    this.rpc.addEventListener('collection_update', (event) => this.onCollectionUpdate(event.detail));
+    this.rpc.addEventListener('lost', () => this.onConnectionLost());
+    window.addEventListener('hashchange', () => this.route());
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible' && this.me) this.refreshAll();
+    });
+  }
+
+  // -- roles -------------------------------------------------------------------------
+
+  get roles() {
+    return (this.me && this.me.roles) || [];
+  }
+
+  get canReadSecurity() {
+    return hasRole(this.roles, 'SYSTEM_SECURITY_READ');
+  }
+
+  get canWriteSecurity() {
+    return hasRole(this.roles, 'SYSTEM_SECURITY_WRITE');
+  }
+
+  get username() {
+    return this.me ? this.me.pw_name : null;
+  }
+
+  // -- start, login, logout ----------------------------------------------------------
+
+  async boot() {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) {
+      this.main.replaceChildren(h('p', { class: 'boot', text: 'Restoring your session…' }));
+      sessionStorage.removeItem(TOKEN_KEY); // single use
+      try {
+        const reply = await this.rpc.call('auth.login_ex', [{ mechanism: 'TOKEN_PLAIN', token }]);
+        if (reply.response_type === 'SUCCESS') {
+          await this.enter(reply.user_info, { fresh: false });
+          return;
+        }
+        this.showLogin('Your session has ended. Log in again.');
+        return;
+      } catch (err) {
+        this.showLogin(describeError(err));
+        return;
+      }
+    }
+    this.showLogin();
+  }
+
+  showLogin(notice) {
+    this.leave();
+    this.setView(loginView(this, { notice }));
+    document.title = 'Log In · middlewared-2fa';
+  }
+
+  /** Logged in (password, password + code, or token): load everything and show the UI. */
+  async enter(userInfo, { fresh }) {
+    this.me = userInfo || (await this.rpc.call('auth.me'));
+    if (fresh) sessionStorage.removeItem(SKIPPED_KEY); // the setup prompt returns at each login
+    await this.saveToken();
+    this.refreshTimer = setInterval(() => this.saveToken(), TOKEN_REFRESH_MS);
+    this.buildToolbar();
+    await this.loadShared();
+    await this.subscribe();
+    this.route({ quiet: true });
+    this.maybePromptSetup();
+  }
+
+  async saveToken() {
+    try {
+      const token = await this.rpc.call('auth.generate_token', [TOKEN_TTL]);
+      sessionStorage.setItem(TOKEN_KEY, token);
+    } catch (err) {
+      // Without a token a reload asks for the password again; nothing else breaks.
+    }
+  }
+
+  /** Log out: end the session on the server, close the socket, forget the token. */
+  async logout() {
+    try {
+      await this.rpc.call('auth.logout');
+    } catch (err) {
+      // The socket is closed below anyway, which ends the session too.
+    }
+    this.rpc.close();
+    sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(SKIPPED_KEY);
+    sessionStorage.removeItem(CONFIRM_KEY);
+    // The next person to log in starts on the Two-Factor Authentication screen.
+    window.history.replaceState(null, '', window.location.pathname + window.location.search);
+    this.showLogin('You have logged out.');
+  }
+
+  /** Forget the logged-in state (before showing the login screen). */
+  leave() {
+    clearInterval(this.refreshTimer);
+    clearInterval(this.pollTimer);
+    this.refreshTimer = null;
+    this.pollTimer = null;
+    this.me = null;
+    this.global = null;
+    this.timeSync = null;
+    this.timeSyncError = null;
+    this.alerts.clear();
+    this.toolbar.hidden = true;
+    this.hideBanner();
+    for (const dialog of document.querySelectorAll('dialog[open]')) dialog.close();
+  }
+
+  // -- shared data and live updates --------------------------------------------------
+
+  async loadShared() {
+    const jobs = [];
+    if (this.canReadSecurity) {
+      jobs.push(
+        this.rpc.call('auth.twofactor.config').then((config) => {
+          this.global = config;
+        }),
+        this.rpc.call('alert.list').then((alerts) => {
+          this.alerts = new Map(alerts.map((a) => [a.uuid, a]));
+        }),
+      );
+    }
+    await Promise.allSettled(jobs);
+    this.loadTimeSync(); // may wait for NTP servers: not awaited
+  }
+
+  async loadTimeSync({ check = false } = {}) {
+    try {
+      this.timeSync = await this.rpc.call(check ? 'system.time_sync.check' : 'system.time_sync.status');
+      this.timeSyncError = null;
+    } catch (err) {
+      if (check) throw err;
+      this.timeSyncError = describeError(err);
+    }
+    this.changed();
+    return this.timeSync;
+  }
+
+  /**
+   * Subscribe to live updates (API.md §7). Every session may follow its own user.query
+   * entry; auth.twofactor.config and alert.list need SYSTEM_SECURITY_READ and answer
+   * EACCES otherwise, which is expected and ignored. Users who cannot follow the global
+   * settings learn about changes to them from auth.me, re-read once a minute.
+   */
+  async subscribe() {
+    const names = ['user.query', 'auth.twofactor.config', 'alert.list'];
+    const results = await Promise.allSettled(names.map((name) => this.rpc.call('core.subscribe', [name])));
+    let followsGlobal = false;
+    let failed = false;
+    results.forEach((result, index) => {
+      if (result.status === 'fulfilled') {
+        if (names[index] === 'auth.twofactor.config') followsGlobal = true;
+      } else if (!(result.reason instanceof RpcError && result.reason.errname === 'EACCES')) {
+        failed = true;
+      }
+    });
+    if (failed) this.toast('Live updates are not available; reload the page to see changes.', 'warn');
+    clearInterval(this.pollTimer);
+    this.pollTimer = followsGlobal
+      ? null
+      : setInterval(() => {
+          if (document.visibilityState === 'visible') this.refreshMe();
+        }, ME_POLL_MS);
+  }
+
+  onCollectionUpdate({ collection, msg, id, fields }) {
+    if (!this.me) return;
+    if (collection === 'user.query') {
+      if (fields && fields.username === this.username) {
+        if (msg === 'removed') {
+          this.logout();
+          return;
+        }
+        this.refreshMe();
+      }
+    } else if (collection === 'auth.twofactor.config') {
+      this.global = fields;
+      this.refreshMe();
+    } else if (collection === 'alert.list') {
+      if (msg === 'removed') this.alerts.delete(id);
+      else this.alerts.set(id, fields);
+      if (fields && /^TimeS/.test(fields.klass || '')) this.loadTimeSync();
+      this.changed();
+    }
+  }
+
+  async refreshMe() {
+    try {
+      this.me = await this.rpc.call('auth.me');
+    } catch (err) {
+      return;
+    }
+    if (!this.me.two_factor_config.secret_configured) this.setConfirmPending(false);
+    this.changed();
+  }
+
+  async refreshAll() {
+    await this.refreshMe();
+    if (this.canReadSecurity) {
+      try {
+        this.global = await this.rpc.call('auth.twofactor.config');
+      } catch (err) {
+        // shown as stale; the next event refreshes it
+      }
+    }
+    this.loadTimeSync();
+  }
+
+  /** Re-render what depends on shared data. */
+  changed() {
+    if (this.view && this.view.update) this.view.update();
+    this.updateToolbar();
+  }
+
+  // -- confirmation of a new secret, setup prompt -------------------------------------
+
+  get confirmPending() {
+    return Boolean(this.me) && sessionStorage.getItem(CONFIRM_KEY) === this.username;
+  }
+
+  setConfirmPending(value) {
+    if (value) sessionStorage.setItem(CONFIRM_KEY, this.username);
+    else sessionStorage.removeItem(CONFIRM_KEY);
+  }
+
+  maybePromptSetup() {
+    const config = this.me.two_factor_config;
+    if (!config.setup_required || sessionStorage.getItem(SKIPPED_KEY) === this.username) return;
+    showSetupPrompt(this).then((choice) => {
+      if (choice === 'setup') {
+        this.navigate('two-factor');
+        if (this.view && this.view.configure) this.view.configure();
+      } else if (choice === 'skip') {
+        sessionStorage.setItem(SKIPPED_KEY, this.username);
+        this.toast('Two-factor setup skipped. You will be asked again at your next login.');
+      }
+    });
+  }
+
+  // -- connection loss -----------------------------------------------------------------
+
+  async onConnectionLost() {
+    if (!this.me || this.reconnecting) return;
+    this.reconnecting = true;
+    this.showBanner('The connection to the server was lost. Reconnecting…');
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    for (let attempt = 0; this.me; attempt += 1) {
+      await new Promise((resolve) => {
+        setTimeout(resolve, RECONNECT_DELAYS_MS[Math.min(attempt, RECONNECT_DELAYS_MS.length - 1)]);
+      });
+      try {
+        await this.rpc.open();
+      } catch (err) {
+        continue;
+      }
+      this.reconnecting = false;
+      try {
+        sessionStorage.removeItem(TOKEN_KEY);
+        const reply = token
+          ? await this.rpc.call('auth.login_ex', [{ mechanism: 'TOKEN_PLAIN', token }])
+          : { response_type: 'AUTH_ERR' };
+        if (reply.response_type !== 'SUCCESS') {
+          this.showLogin('Your session has ended (the server may have restarted). Log in again.');
+          return;
+        }
+        this.me = reply.user_info;
+        await this.saveToken();
+        await this.loadShared();
+        await this.subscribe();
+        this.hideBanner();
+        this.changed();
+      } catch (err) {
+        if (err instanceof ConnectionLost) return; // a new `lost` event starts over
+        this.showLogin(describeError(err));
+      }
+      return;
+    }
+    this.reconnecting = false;
+  }
+
+  showBanner(text) {
+    this.banner.textContent = text;
+    this.banner.hidden = false;
+  }
+
+  hideBanner() {
+    this.banner.hidden = true;
+    this.banner.textContent = '';
+  }
+
+  // -- toolbar -----------------------------------------------------------------------
+
+  buildToolbar() {
+    const nav = this.toolbar.querySelector('.toolbar-actions');
+    this.alertsButton = h('button', {
+      type: 'button',
+      class: 'toolbar-button alerts-button',
+      onclick: () => this.showAlerts(),
+    });
+    this.settingsMenu = menuButton({ label: 'Settings', className: 'settings-menu', items: [] });
+    this.userMenu = menuButton({ label: this.username, className: 'user-menu', items: [] });
+    this.userMenu.setItems([{ label: 'Log Out', run: () => this.logout() }]);
+    replace(nav, this.alertsButton, this.settingsMenu.el, this.userMenu.el);
+    this.toolbar.hidden = false;
+    this.updateToolbar();
+  }
+
+  updateToolbar() {
+    if (!this.me || !this.settingsMenu) return;
+    this.settingsMenu.setItems([
+      { label: 'Two-Factor Authentication', href: '#/two-factor' },
+      { label: 'Advanced Settings', href: '#/advanced', hidden: !this.canWriteSecurity },
+    ]);
+    this.alertsButton.hidden = !this.canReadSecurity;
+    const count = this.alerts.size;
+    const levels = new Set([...this.alerts.values()].map((a) => a.level));
+    const tone = levels.has('CRITICAL') || levels.has('ERROR') ? 'badge-bad' : levels.has('WARNING') ? 'badge-warn' : '';
+    replace(
+      this.alertsButton,
+      h('span', { class: 'toolbar-button-label', text: 'Alerts' }),
+      count ? h('span', { class: `badge ${tone}`.trim(), text: String(count) }) : null,
+    );
+    this.alertsButton.setAttribute('aria-label', count ? `Alerts: ${count}` : 'Alerts: none');
+  }
+
+  showAlerts() {
+    const alerts = [...this.alerts.values()].sort((a, b) => a.datetime - b.datetime);
+    openDialog({
+      title: 'Alerts',
+      wide: true,
+      body: () =>
+        alerts.length
+          ? h(
+              'ul',
+              { class: 'alert-list' },
+              alerts.map((alert) =>
+                h(
+                  'li',
+                  { class: `alert-item alert-${String(alert.level).toLowerCase()}` },
+                  h('span', { class: 'alert-level', text: alert.level }),
+                  h('p', { class: 'alert-text', text: alert.formatted }),
+                  h('span', { class: 'alert-time', text: clockTime(alert.datetime) }),
+                ),
+              ),
+            )
+          : h('p', { text: 'There are no alerts.' }),
+      actions: [{ label: 'Close', kind: 'primary', value: null }],
+    });
+  }
+
+  // -- views -------------------------------------------------------------------------
+
+  setView(view) {
+    if (this.view && this.view.destroy) this.view.destroy();
+    this.view = view;
+    replace(this.main, view.el);
+    const heading = view.el.querySelector('h1');
+    if (heading) {
+      heading.setAttribute('tabindex', '-1');
+      if (view.focusHeading !== false) heading.focus({ preventScroll: true });
+    }
+    if (view.mounted) view.mounted();
+  }
+
+  /** Show screen `name` now (the hashchange that follows finds it shown). */
+  navigate(name) {
+    if (window.location.hash !== `#/${name}`) window.location.hash = `#/${name}`;
+    this.route();
+  }
+
+  /** Show the screen named by the URL; quiet: no message when it is not allowed. */
+  route({ quiet = false } = {}) {
+    if (!this.me) return;
+    const name = window.location.hash.replace(/^#\//, '');
+    let route = ROUTES[name];
+    if (!route || (route.allowed && !route.allowed(this))) {
+      if (route && !quiet) this.toast('You are not allowed to open that screen.', 'warn');
+      window.history.replaceState(null, '', '#/two-factor');
+      route = ROUTES['two-factor'];
+    }
+    if (this.view && this.view.route === route) return;
+    const view = route.view(this);
+    view.route = route;
+    this.setView(view);
+    document.title = `${route.title} · middlewared-2fa`;
+  }
+
+  toast(text, tone = 'info') {
+    const el = h('div', { class: `toast toast-${tone}`, role: tone === 'bad' ? 'alert' : null, text });
+    this.toasts.append(el);
+    setTimeout(() => el.remove(), 7000);
+  }
+}
+
+const app = new App();
+app.boot();

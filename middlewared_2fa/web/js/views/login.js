@@ -1,0 +1,219 @@
+// Sign-in: username and password, then the one-time code when the server answers
+// OTP_REQUIRED (API.md §3). The server allows 3 retries of the code: the 4th wrong code
+// answers AUTH_ERR and the password step starts over.
+
+import { h, replace } from '../dom.js';
+import { describeError, isRateLimit } from '../errors.js';
+import { formField } from '../form.js';
+import { ConnectionLost, RpcError } from '../rpc.js';
+
+const OTP_ATTEMPTS = 4; // the first code plus 3 retries
+
+function field(options) {
+  return formField(options).el;
+}
+
+/** The login screen. notice: a message to show above the form (e.g. after logout). */
+export function loginView(app, { notice } = {}) {
+  const card = h('section', { class: 'card login-card', 'aria-labelledby': 'login-title' });
+  const el = h(
+    'div',
+    { class: 'login-page' },
+    h(
+      'div',
+      { class: 'login-brand' },
+      h('img', { src: 'img/logo.svg', alt: '', width: 48, height: 48 }),
+      h('span', { class: 'login-product', text: 'middlewared-2fa' }),
+    ),
+    card,
+  );
+  let username = '';
+  let busy = false;
+
+  function message(kind, text) {
+    if (!text) return null;
+    return h('p', { class: `login-message login-${kind}`, role: kind === 'error' ? 'alert' : 'status', text });
+  }
+
+  function setBusy(form, value, label) {
+    busy = value;
+    for (const control of form.querySelectorAll('input, button')) control.disabled = value;
+    const submit = form.querySelector('button[type="submit"]');
+    if (value) {
+      submit.dataset.label = submit.textContent;
+      submit.textContent = label;
+    } else if (submit.dataset.label) {
+      submit.textContent = submit.dataset.label;
+    }
+  }
+
+  function passwordStep({ error, info } = {}) {
+    busy = false;
+    const user = h('input', {
+      type: 'text',
+      name: 'username',
+      autocomplete: 'username',
+      autocapitalize: 'none',
+      spellcheck: 'false',
+      required: true,
+      value: username,
+    });
+    const password = h('input', { type: 'password', name: 'password', autocomplete: 'current-password', required: true });
+    const errorBox = message('error', error);
+    const form = h(
+      'form',
+      { class: 'form', novalidate: true },
+      message('info', info),
+      errorBox,
+      field({ label: 'Username', input: user }),
+      field({ label: 'Password', input: password }),
+      h('div', { class: 'form-actions' }, h('button', { type: 'submit', class: 'button button-primary button-block', text: 'Log In' })),
+    );
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      if (busy) return;
+      username = user.value.trim();
+      const secret = password.value;
+      if (!username || !secret) {
+        passwordStep({ error: 'Enter your username and password.' });
+        return;
+      }
+      setBusy(form, true, 'Logging in…');
+      let reply;
+      try {
+        reply = await app.rpc.call('auth.login_ex', [
+          { mechanism: 'PASSWORD_PLAIN', username, password: secret },
+        ]);
+      } catch (err) {
+        password.value = '';
+        passwordStep({ error: loginError(err) });
+        return;
+      }
+      password.value = '';
+      if (reply.response_type === 'SUCCESS') {
+        await app.enter(reply.user_info, { fresh: true });
+      } else if (reply.response_type === 'OTP_REQUIRED') {
+        otpStep({ failures: 0 });
+      } else {
+        passwordStep({ error: 'Wrong username or password.' });
+      }
+    });
+    replace(
+      card,
+      h('h1', { class: 'card-title', id: 'login-title', text: 'Log In' }),
+      h('p', { class: 'card-subtitle', text: 'Sign in to manage two-factor authentication.' }),
+      form,
+    );
+    (username ? password : user).focus();
+  }
+
+  function otpStep({ failures, error }) {
+    busy = false;
+    const code = h('input', {
+      type: 'text',
+      name: 'otp',
+      autocomplete: 'one-time-code',
+      inputmode: 'numeric',
+      autocapitalize: 'none',
+      spellcheck: 'false',
+      maxlength: 16,
+      required: true,
+      class: 'input-code',
+    });
+    const left = OTP_ATTEMPTS - failures;
+    const errorText =
+      error ||
+      (failures > 0
+        ? `Wrong or expired code. ${left} ${left === 1 ? 'attempt' : 'attempts'} left. ` +
+          'Enter the code your authenticator app shows now; if codes keep failing, check that ' +
+          "the device's clock is set automatically."
+        : null);
+    const cancel = h('button', { type: 'button', class: 'button button-secondary', text: 'Cancel' });
+    const form = h(
+      'form',
+      { class: 'form', novalidate: true },
+      message('error', errorText),
+      field({
+        label: 'One-time code',
+        input: code,
+        help: 'Enter the code your authenticator app shows for this account.',
+      }),
+      h(
+        'div',
+        { class: 'form-actions form-actions-split' },
+        cancel,
+        h('button', { type: 'submit', class: 'button button-primary', text: 'Proceed' }),
+      ),
+    );
+    cancel.addEventListener('click', () => {
+      // Closing the socket drops the pending OTP step on the server.
+      app.rpc.close();
+      passwordStep({ info: 'Login cancelled.' });
+    });
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      if (busy) return;
+      const value = code.value;
+      if (!value.trim()) {
+        otpStep({ failures, error: 'Enter the one-time code.' });
+        return;
+      }
+      setBusy(form, true, 'Checking…');
+      let reply;
+      try {
+        reply = await app.rpc.call('auth.login_ex_continue', [{ mechanism: 'OTP_TOKEN', otp_token: value }]);
+      } catch (err) {
+        if (err instanceof RpcError && err.errname === 'EINVAL') {
+          passwordStep({ error: 'The login step expired. Enter your password again.' });
+        } else if (err instanceof RpcError && err.errname === 'EBUSY' && !isRateLimit(err)) {
+          app.rpc.close();
+          passwordStep({
+            error:
+              'Too many wrong codes for this account: one-time codes are refused for a while ' +
+              '(cool-down). Try again in a few minutes.',
+          });
+        } else if (err instanceof ConnectionLost) {
+          passwordStep({ error: 'The connection to the server was lost. Log in again.' });
+        } else {
+          otpStep({ failures, error: loginError(err) });
+        }
+        return;
+      }
+      if (reply.response_type === 'SUCCESS') {
+        await app.enter(reply.user_info, { fresh: true });
+      } else if (reply.response_type === 'OTP_REQUIRED') {
+        otpStep({ failures: failures + 1 });
+      } else {
+        passwordStep({ error: 'Too many wrong codes. Log in again with your password.' });
+      }
+    });
+    replace(
+      card,
+      h('h1', { class: 'card-title', id: 'login-title', text: 'One-Time Code' }),
+      h('p', {
+        class: 'card-subtitle',
+        text: `The account ${username} is protected by two-factor authentication.`,
+      }),
+      form,
+    );
+    code.focus();
+  }
+
+  return {
+    el,
+    focusHeading: false,
+    mounted() {
+      passwordStep({ info: notice });
+    },
+  };
+}
+
+function loginError(err) {
+  if (isRateLimit(err)) {
+    return 'Too many login attempts from this address. Wait a minute, then try again.';
+  }
+  if (err instanceof RpcError && err.errname === 'EBUSY') {
+    return 'Too many wrong codes for this account (cool-down). Try again in a few minutes.';
+  }
+  return describeError(err);
+}

@@ -1,0 +1,54 @@
+// The prompt after login when global 2FA is on and the user has no secret
+// (auth.me two_factor_config.setup_required). Skipping asks for confirmation; the
+// prompt comes back at the next login.
+
+import { h } from '../dom.js';
+import { openDialog } from '../dialog.js';
+
+/** Resolves 'setup', 'skip', or null when the dialog was closed otherwise (logout). */
+export function showSetupPrompt(app) {
+  const prompt = {
+    title: 'Set Up Two-Factor Authentication',
+    body: () => [
+      h('p', {
+        text:
+          'Two-factor authentication is enabled on this system, and your account has no ' +
+          'authenticator yet. Set it up now: you need an authenticator app on your phone ' +
+          'or computer, and it takes about a minute.',
+      }),
+      h('p', {
+        class: 'muted',
+        text: 'Until you do, logging in to your account needs only your password.',
+      }),
+    ],
+    actions: [
+      { label: 'Skip', kind: 'secondary', run: (ctx) => ctx.render(confirmSkip) },
+      { label: 'Set Up Now', kind: 'primary', value: 'setup' },
+    ],
+    // Escape means "not now": it asks for the same confirmation as Skip.
+    onCancel: (ctx) => {
+      ctx.render(confirmSkip);
+      return false;
+    },
+  };
+  const confirmSkip = {
+    title: 'Skip Two-Factor Setup?',
+    body: () => [
+      h('p', {
+        text:
+          'Your account stays protected by your password only. You will be asked to set up ' +
+          'two-factor authentication again at your next login.',
+      }),
+    ],
+    actions: [
+      { label: 'Go Back', kind: 'secondary', run: (ctx) => ctx.render(prompt) },
+      { label: 'Skip Setup', kind: 'primary', value: 'skip' },
+    ],
+    initialFocus: (dialog) => dialog.querySelector('.button-secondary'),
+    onCancel: (ctx) => {
+      ctx.render(prompt);
+      return false;
+    },
+  };
+  return openDialog(prompt);
+}
