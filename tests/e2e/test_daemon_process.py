@@ -30,25 +30,21 @@ def base() -> Iterator[Path]:
 
 
 def run_daemon(
-    base: Path, *args: str, env: dict[str, str] | None = None
+    base: Path, *args: str, env: dict[str, str] | None = None, port: int = 0
 ) -> subprocess.CompletedProcess[str]:
     """Run the daemon expecting it to fail at start-up."""
-    full_env = {**os.environ, **(env or {})}
+    command = [
+        *daemon_command(),
+        "--port",
+        str(port),
+        "--state-dir",
+        str(base / "state"),
+        "--runtime-dir",
+        str(base / "run"),
+        *args,
+    ]
     return subprocess.run(
-        [
-            *daemon_command(),
-            "--port",
-            "0",
-            "--state-dir",
-            str(base / "state"),
-            "--runtime-dir",
-            str(base / "run"),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=full_env,
+        command, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
     )
 
 
@@ -120,21 +116,7 @@ def test_port_in_use(base: Path) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        result = subprocess.run(
-            [
-                *daemon_command(),
-                "--port",
-                str(port),
-                "--state-dir",
-                str(base / "state"),
-                "--runtime-dir",
-                str(base / "run"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "MIDDLEWARED_2FA_ADMIN_PASSWORD": "x"},
-        )
+        result = run_daemon(base, port=port, env={"MIDDLEWARED_2FA_ADMIN_PASSWORD": "x"})
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
