@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -95,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         "log_file": args.log_file,
         "debug": args.debug,
     }
+    # The state folder holds password hashes and the audit log: nothing the daemon
+    # creates is readable by other users (the Unix socket is opened up explicitly).
+    os.umask(0o077)
     try:
         settings = load_settings(args.config, overrides)
         setup_logging(settings.log_level, settings.log_file)

@@ -314,6 +314,9 @@ class UserService(Service):
         fields: dict[str, Any] = {k: getattr(user_update, k) for k in given if k != "password"}
         if "password" in given:
             fields["password_hash"] = await asyncio.to_thread(hash_password, user_update.password)
+            if row.builtin:
+                # The generated first password no longer works: do not keep pointing at it.
+                self.middleware.settings.initial_password_path.unlink(missing_ok=True)
         try:
             await repos.users.update(id, fields)
         except sqlite3.IntegrityError:

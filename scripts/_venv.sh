@@ -18,7 +18,7 @@ for extra in ${wanted//,/ }; do
   case ",$have," in *",$extra,"*) ;; *) missing="yes" ;; esac
 done
 if [ -n "$missing" ]; then
-  all="$(printf '%s\n' ${have//,/ } ${wanted//,/ } | grep -v '^base$' | sort -u | paste -sd, -)"
+  all="$(printf '%s\n' ${have//,/ } ${wanted//,/ } | { grep -v '^base$' || true; } | sort -u | paste -sd, -)"
   echo "installing middlewared-2fa${all:+[$all]} into $VENV" >&2
   "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
   "$VENV/bin/python" -m pip install --quiet -e "$ROOT${all:+[$all]}" >&2

@@ -282,6 +282,8 @@ async def test_healthz_and_redirect(daemon: InProcessDaemon) -> None:
     assert status == 302 and headers["Location"] == "/ui/"
     status, _, _ = await http_get(http_url(daemon, "/nope"))
     assert status == 404
+    status, headers, _ = await http_get(http_url(daemon, "/ui"))
+    assert status == 302 and headers["Location"] == "/ui/"
     status, _, _ = await http_get(http_url(daemon, "/ui/../../etc/passwd"))
     assert status == 404
 

@@ -143,3 +143,48 @@ def test_secret_not_in_database_file(base: Path) -> None:
     raw = b"".join(p.read_bytes() for p in (base / "state").glob("middlewared-2fa.db*"))
     assert secret.encode() not in raw
     assert secret.lower().encode() not in raw
+
+
+def test_state_files_are_private(base: Path) -> None:
+    """Everything the daemon creates in its state folder is readable by its user only."""
+    env = {"MIDDLEWARED_2FA_ADMIN_PASSWORD": ""}
+    d = start_subprocess_daemon(base, extra_env=env)
+    try:
+        asyncio.run(give_admin_a_secret_with_file(d.url, base))
+    finally:
+        d.stop()
+    state = base / "state"
+    assert state.stat().st_mode & 0o077 == 0
+    # The PAM snippet is configuration meant to be read like /etc/pam.d files (0644).
+    created = [p for p in state.iterdir() if p.is_file() and p.name != "pam_oath.conf"]
+    assert any(p.name == "middlewared-2fa.db" for p in created)
+    assert all(p.stat().st_mode & 0o077 == 0 for p in created), [
+        (p.name, oct(p.stat().st_mode)) for p in created
+    ]
+
+
+async def give_admin_a_secret_with_file(url: str, base: Path) -> None:
+    password = (base / "state" / "initial-admin-password").read_text().strip()
+    async with open_client(url) as c:
+        await c.login("admin", password)
+        await c.call("user.renew_2fa_secret", "admin")
+
+
+def test_admin_password_change_retires_the_initial_password_file(base: Path) -> None:
+    """Once admin's password is changed, the generated first password file is removed."""
+    d = start_subprocess_daemon(base, extra_env={"MIDDLEWARED_2FA_ADMIN_PASSWORD": ""})
+    pw_file = base / "state" / "initial-admin-password"
+    try:
+        password = pw_file.read_text().strip()
+
+        async def change() -> None:
+            async with open_client(d.url) as c:
+                await c.login("admin", password)
+                await c.call("user.update", 1, {"full_name": "Admin"})
+                assert pw_file.exists()
+                await c.call("user.update", 1, {"password": "a-new-admin-password"})
+
+        asyncio.run(change())
+        assert not pw_file.exists()
+    finally:
+        d.stop()

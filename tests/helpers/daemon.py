@@ -142,16 +142,27 @@ class SubprocessDaemon:
         return "ws+unix://" + str(self.socket_path)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        # The daemon leads its own process group: a wrapper such as faketime does not
+        # pass signals on, so the whole group is signalled, never just the wrapper.
         if self.process.poll() is None:
-            self.process.send_signal(sig)
+            _signal_group(self.process, sig)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                _signal_group(self.process, signal.SIGKILL)
                 self.process.wait()
+        _signal_group(self.process, signal.SIGKILL)  # stragglers of a wrapped daemon
         if self.process.stdout is not None:
             self.process.stdout.close()
         return self.process.returncode
+
+
+def _signal_group(process: subprocess.Popen[str], sig: int) -> None:
+    """Send ``sig`` to the process group that ``process`` leads (gone already: nothing)."""
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def daemon_command() -> list[str]:
@@ -196,7 +207,12 @@ def start_subprocess_daemon(
         *(args or []),
     ]
     process = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        start_new_session=True,
     )
     assert process.stdout is not None
     import selectors
@@ -208,7 +224,7 @@ def start_subprocess_daemon(
         line = process.stdout.readline()
     sel.close()
     if not line.startswith("listening on "):
-        process.kill()
+        _signal_group(process, signal.SIGKILL)
         process.wait()
         process.stdout.close()
         log = (base / "daemon.log").read_text() if (base / "daemon.log").exists() else ""
