@@ -20,6 +20,9 @@ from middlewared_2fa.session import Session
 
 logger = logging.getLogger(__name__)
 
+#: Subscriptions one connection may hold (there are only a handful of events).
+MAX_SUBSCRIPTIONS = 32
+
 
 class Subscriber(Protocol):
     """A connection that can receive notifications."""
@@ -37,7 +40,7 @@ class EventSpec:
     Attributes:
         name: Collection name, e.g. ``user.query``.
         roles: Roles of which a subscriber needs one (``[]``: any authenticated user).
-        owner_field: Field of ``fields`` holding the username that owns the entry.
+        owner_field: Field of ``fields`` holding the user id that owns the entry.
     """
 
     name: str
@@ -79,6 +82,14 @@ class EventHub:
             raise ValidationError("event", f"Unknown event {name!r}; known: {self.names}")
         if not self.may_subscribe(subscriber.session, name):
             raise NotAuthorized()
+        mine = [k for k, (s, n) in self._subs.items() if s is subscriber]
+        for sub_id in mine:
+            if self._subs[sub_id][1] == name:  # subscribing twice gives the same id
+                return sub_id
+        if len(mine) >= MAX_SUBSCRIPTIONS:
+            raise ValidationError(
+                "event", f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection"
+            )
         sub_id = f"sub-{next(self._ids)}"
         self._subs[sub_id] = (subscriber, name)
         return sub_id
@@ -123,7 +134,11 @@ class EventHub:
                 continue
             allowed = _roles.has_any(session.granted, spec.roles)
             if not allowed and spec.owner_field is not None:
-                allowed = fields.get(spec.owner_field) == session.identity.username
+                # By id, not name: a session of a renamed or deleted account must not see
+                # a new account that got its name.
+                allowed = session.identity.user_id is not None and (
+                    fields.get(spec.owner_field) == session.identity.user_id
+                )
             if allowed:
                 subscriber.notify(message)
         for listener in self._listeners:

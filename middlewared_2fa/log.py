@@ -90,3 +90,6 @@ def setup_logging(level: str = "INFO", log_file: Path | None = None) -> None:
     root.setLevel(level.upper())
     # websockets logs every handshake failure with a traceback at INFO/ERROR; keep it terse.
     logging.getLogger("websockets").setLevel(logging.WARNING)
+    # aiosqlite logs every statement with its parameters at DEBUG: password hashes and
+    # encrypted seeds would reach the log file.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)

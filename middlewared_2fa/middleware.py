@@ -10,6 +10,7 @@ import socket
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from middlewared_2fa.api import RegisteredMethod, collect_methods
@@ -81,6 +82,9 @@ class Middleware:
             settings.rate_limit_calls, settings.rate_limit_period, self.clock
         )
         self._box: SecretBox | None = None
+        #: Log out every session of a user id; returns how many. The listener installs
+        #: the real one (see server.Daemon); without listeners there are no sessions.
+        self.end_sessions: Callable[[int], int] = lambda user_id: 0
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- life cycle -------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve, unix_serve
-from websockets.datastructures import Headers
+from websockets.datastructures import Headers, MultipleValuesError
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -34,6 +34,18 @@ MAX_AUTHENTICATED_MESSAGE = 64 * 1024
 MAX_RUNNING_CALLS = 10
 MAX_QUEUED_CALLS = 20
 OUTBOX_LIMIT = 1024
+#: Characters of replies and events queued for one connection before it is cut off.
+OUTBOX_BYTES = 4 * 1024 * 1024
+#: websockets options of every connection (also used by bench/echo.py, the reference
+#: server of the benchmarks). permessage-deflate is off: the zlib state costs ~32 KiB per
+#: connection even when idle (measured, bench/results.md).
+CONNECTION_OPTIONS: dict[str, Any] = {
+    "max_size": MAX_AUTHENTICATED_MESSAGE,
+    "compression": None,
+    "ping_interval": 30,
+    "ping_timeout": 30,
+    "max_queue": 32,
+}
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -55,6 +67,7 @@ class Connection:
         self._run_slots = asyncio.Semaphore(MAX_RUNNING_CALLS)
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX_LIMIT)
         self._cut_off = False
+        self._queued_bytes = 0
         self._cutter: asyncio.Future[None] | None = None
         self.last_activity = asyncio.get_running_loop().time()
 
@@ -85,7 +98,10 @@ class Connection:
         if self._cut_off:
             return
         try:
+            if self._queued_bytes + len(text) > OUTBOX_BYTES:
+                raise asyncio.QueueFull
             self._outbox.put_nowait(text)
+            self._queued_bytes += len(text)
         except asyncio.QueueFull:
             self._cut_off = True
             logger.warning("closing connection %s: client does not read", self.session.id)
@@ -117,6 +133,7 @@ class Connection:
             text = await self._outbox.get()
             if text is None:
                 return
+            self._queued_bytes -= len(text)
             try:
                 await self.ws.send(text)
             except ConnectionClosed:
@@ -135,9 +152,22 @@ class Daemon:
         self.settings = middleware.settings
         self.dispatcher = Dispatcher(middleware)
         self.connections: set[Connection] = set()
+        middleware.end_sessions = self.end_sessions
         self._servers: list[Server] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self.port: int | None = None
+
+    def end_sessions(self, user_id: int) -> int:
+        """Log out every connection of user ``user_id`` (locked, deleted, roles changed);
+        the connections stay open. Returns how many were logged out."""
+        ended = 0
+        for conn in list(self.connections):
+            identity = conn.session.identity
+            if identity is not None and identity.user_id == user_id:
+                conn.session.pending_otp = None
+                conn.set_identity(None)
+                ended += 1
+        return ended
 
     @property
     def url(self) -> str:
@@ -149,13 +179,9 @@ class Daemon:
     async def start(self) -> None:
         """Listen on TCP and on the Unix socket."""
         common: dict[str, Any] = {
+            **CONNECTION_OPTIONS,
             "process_request": self._process_request,
-            "max_size": MAX_AUTHENTICATED_MESSAGE,
-            "compression": None,  # permessage-deflate costs ~64 KiB of zlib state per connection
-            "ping_interval": 30,
-            "ping_timeout": 30,
             "server_header": "middlewared-2fa",
-            "max_queue": 32,
         }
         tcp = await serve(self._handler, self.settings.host, self.settings.port, **common)
         self._servers.append(tcp)
@@ -182,6 +208,12 @@ class Daemon:
     # -- HTTP -------------------------------------------------------------------------
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        try:
+            return self._route(connection, request)
+        except MultipleValuesError:  # two Host or Origin headers: ambiguous, refuse
+            return connection.respond(HTTPStatus.BAD_REQUEST, "Bad Request\n")
+
+    def _route(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         if path == API_PATH:
             origin = request.headers.get("Origin")
@@ -193,16 +225,34 @@ class Daemon:
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         if path == "/healthz":
             return connection.respond(HTTPStatus.OK, "OK\n")
-        if path == "/":
+        if path in ("/", "/ui"):  # /ui needs the slash: the page's links are relative
             return _response(HTTPStatus.FOUND, b"", {"Location": "/ui/"})
-        if path == "/ui" or path.startswith("/ui/"):
+        if path.startswith("/ui/"):
             return _static(path)
         return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
 
     def _origin_allowed(self, origin: str, headers: Headers) -> bool:
+        """The Origin is the daemon's own (same scheme-less host:port as Host, and that
+        host one of ours: a rebound DNS name would otherwise pass) or configured."""
+        if origin in self.settings.allowed_origins:
+            return True
         host = headers.get("Host", "")
-        own = {f"http://{host}", f"https://{host}"}
-        return origin in own or origin in self.settings.allowed_origins
+        if origin not in (f"http://{host}", f"https://{host}"):
+            return False
+        return _host_name(host) in self._own_hosts()
+
+    def _own_hosts(self) -> set[str]:
+        names = {
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            self.settings.host.lower(),
+            self.middleware.hostname.lower(),
+            socket.getfqdn().lower(),
+        }
+        for origin in self.settings.allowed_origins:
+            names.add(_host_name(urlsplit(origin).netloc))
+        return names
 
     # -- WebSocket ----------------------------------------------------------------------
 
@@ -259,24 +309,38 @@ class Daemon:
                 return
 
 
+def _host_name(host: str) -> str:
+    """``HOST[:PORT]`` or ``[V6]:PORT`` -> lower-case host without the port."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 def _session_for(ws: ServerConnection) -> Session:
     peer = ws.remote_address
     if isinstance(peer, tuple) and peer:
         return Session(address=str(peer[0]), transport="tcp")
-    return Session(address="unix", transport="unix")
+    # Unix-socket peers are told apart by uid, so one local user cannot use up another's
+    # rate limit.
+    uid = _peer_uid(ws)
+    return Session(address=f"unix:{uid}" if uid is not None else "unix", transport="unix")
+
+
+def _peer_uid(ws: ServerConnection) -> int | None:
+    sock = ws.transport.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    return int(struct.unpack("3i", creds)[1])
 
 
 def _peer_is_trusted(ws: ServerConnection) -> bool:
     """SO_PEERCRED: the peer runs as root or as the daemon's own user."""
-    sock = ws.transport.get_extra_info("socket")
-    if sock is None or sock.family != socket.AF_UNIX:
-        return False
-    try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return False
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid in (0, os.getuid())
+    return _peer_uid(ws) in (0, os.getuid())
 
 
 def _response(status: HTTPStatus, body: bytes, headers: dict[str, str]) -> Response:
@@ -293,9 +357,14 @@ def _static(path: str) -> Response:
     if rel.endswith("/"):
         rel += "index.html"
     root = WEB_ROOT.resolve()
-    target = (root / rel).resolve()
-    if root not in target.parents or not target.is_file():
-        return _response(HTTPStatus.NOT_FOUND, b"Not Found\n", {"Content-Type": "text/plain"})
+    not_found = _response(HTTPStatus.NOT_FOUND, b"Not Found\n", {"Content-Type": "text/plain"})
+    try:
+        target = (root / rel).resolve()
+        if root not in target.parents or not target.is_file():
+            return not_found
+        body = target.read_bytes()
+    except (OSError, ValueError):  # NUL in the path, a name too long for the file system
+        return not_found
     ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
     if ctype.startswith("text/") or ctype in ("application/javascript",):
         ctype += "; charset=utf-8"
@@ -303,7 +372,7 @@ def _static(path: str) -> Response:
         ctype = "text/javascript; charset=utf-8"
     return _response(
         HTTPStatus.OK,
-        target.read_bytes(),
+        body,
         {
             "Content-Type": ctype,
             "Content-Security-Policy": CSP,

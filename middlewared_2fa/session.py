@@ -22,11 +22,16 @@ class Identity:
     username: str
     roles: list[str]
     credentials: Credentials
+    _granted: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Checked on every call and every forwarded event: expand once.
+        self._granted = _roles.expand(self.roles)
 
     @property
     def granted(self) -> frozenset[str]:
         """Roles with their inclusions expanded."""
-        return _roles.expand(self.roles)
+        return self._granted
 
     @property
     def is_full_admin(self) -> bool:

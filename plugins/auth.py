@@ -53,6 +53,11 @@ class _Token:
     username: str
     roles: list[str]
     expires: float
+    session_id: str
+
+
+#: Live re-login tokens one session may hold; the oldest is dropped beyond that.
+TOKENS_PER_SESSION = 16
 
 
 class AuthService(Service):
@@ -124,11 +129,16 @@ class AuthService(Service):
         identity = ctx.session.identity
         assert identity is not None
         now = self.middleware.clock.time()
-        self._tokens = {k: t for k, t in self._tokens.items() if t.expires > now}
+        session_id = ctx.session.id
+        mine = [k for k, t in self._tokens.items() if t.session_id == session_id]
+        for key in mine[: max(0, len(mine) - TOKENS_PER_SESSION + 1)]:  # oldest first
+            del self._tokens[key]
+        if len(self._tokens) > 1024:  # expired tokens are swept now and then, not per call
+            self._tokens = {k: t for k, t in self._tokens.items() if t.expires > now}
         token = secrets.token_urlsafe(32)
         redact(token)
         self._tokens[token] = _Token(
-            identity.user_id, identity.username, list(identity.roles), now + ttl
+            identity.user_id, identity.username, list(identity.roles), now + ttl, session_id
         )
         return token
 
@@ -139,13 +149,14 @@ class AuthService(Service):
             "AUTHENTICATION", ctx.session, success=True, description="logout"
         )
         ctx.session.pending_otp = None
+        # Logging out also withdraws the re-login tokens this session handed out.
+        self._tokens = {k: t for k, t in self._tokens.items() if t.session_id != ctx.session.id}
         self._set_identity(ctx, None)
         return True
 
     # -- the steps -------------------------------------------------------------------
 
     async def _password(self, ctx: CallContext, data: PasswordPlain) -> dict[str, Any]:
-        redact(data.password)
         session = ctx.session
         if session.pending_otp is not None:
             await self.middleware.audit(
@@ -164,6 +175,9 @@ class AuthService(Service):
         if not ok or user is None:
             await self._fail(ctx, data.username, "wrong username or password, or account locked")
             return {"response_type": "AUTH_ERR"}
+        # Only a verified password is worth masking: registering every attempt would let
+        # anyone blank out chosen words in the log (the registry is bounded and FIFO).
+        redact(data.password)
         config = await self.middleware.service("auth.twofactor").get_config()
         if config.enabled and user.totp_secret is not None:
             session.pending_otp = PendingOtp(user.id, user.username)
@@ -182,9 +196,12 @@ class AuthService(Service):
         pending = session.pending_otp
         if pending is None:
             raise CallError("OTP_TOKEN: no authentication in progress", EINVAL)
+        settings = self.middleware.settings
         now = self.middleware.clock.time()
         failures = self._failures.setdefault(pending.user_id, _Failures())
-        if failures.locked_until > now:
+        if failures.locked_until and failures.locked_until <= now:  # cool-down over
+            failures.count, failures.locked_until = 0, 0.0
+        if failures.locked_until > now or failures.count >= settings.otp_failure_limit:
             await self.middleware.audit(
                 "AUTHENTICATION",
                 session,
@@ -193,36 +210,47 @@ class AuthService(Service):
                 description="OTP refused: too many failed attempts (cool-down)",
             )
             raise CallError("Too many failed OTP attempts; try again later", EBUSY)
+        # Spend this attempt before the first await: codes sent at the same time (a batch,
+        # many connections) must not all pass the checks above before any is counted.
+        pending.retries -= 1
+        failures.count += 1
+        last_try = pending.retries < 0
+        if last_try:
+            session.pending_otp = None
         user = await self.middleware.repos.users.get(pending.user_id)
         if user is None or user.locked or user.totp_secret is None:
             # Deleted, locked or 2FA removed meanwhile: start over.
-            session.pending_otp = None
+            failures.count -= 1
+            if session.pending_otp is pending:
+                session.pending_otp = None
             await self._fail(ctx, pending.username, "account changed during the OTP step")
             return {"response_type": "AUTH_ERR"}
         check = await self.middleware.service("auth.twofactor").check_code(user, data.otp_token)
-        if check.ok:
+        if check.ok and (session.pending_otp is pending or last_try):
             self._failures.pop(user.id, None)
             session.pending_otp = None
             return await self._succeed(ctx, user, "LOGIN_TWOFACTOR", data.login_options.user_info)
-        failures.count += 1
-        if failures.count >= self.middleware.settings.otp_failure_limit:
-            failures.locked_until = now + self.middleware.settings.otp_lockout
-            failures.count = 0
+        if check.ok:  # a new password step abandoned this one meanwhile
+            failures.count -= 1
+            await self._fail(ctx, user.username, "OTP step abandoned before it finished")
+            return {"response_type": "AUTH_ERR"}
+        if failures.count >= settings.otp_failure_limit and failures.locked_until <= now:
+            failures.locked_until = now + settings.otp_lockout
             logger.warning("user %s: OTP cool-down after repeated failures", user.username)
             self.middleware.service("alert").raise_alert(
                 OTP_LOCKOUT_ALERT,
                 "WARNING",
                 f"Too many failed one-time codes for user {user.username!r}; "
-                f"OTP logins refused for {self.middleware.settings.otp_lockout:g} s.",
+                f"OTP logins refused for {settings.otp_lockout:g} s.",
                 key=user.username,
             )
         description = f"wrong OTP ({check.reason})"
         hint = await self._clock_hint()
         if hint:
             description += f"; {hint}"
-        pending.retries -= 1
-        if pending.retries < 0:
-            session.pending_otp = None
+        if last_try or session.pending_otp is not pending:
+            if session.pending_otp is pending:
+                session.pending_otp = None
             await self._fail(ctx, user.username, description + "; retries exhausted")
             return {"response_type": "AUTH_ERR"}
         await self._fail(ctx, user.username, description)

@@ -102,7 +102,7 @@ class UserService(Service):
         namespace = "user"
 
     async def setup(self) -> None:
-        self.middleware.events.declare("user.query", ["ACCOUNT_READ"], owner_field="username")
+        self.middleware.events.declare("user.query", ["ACCOUNT_READ"], owner_field="id")
         await self._bootstrap_admin()
 
     async def _bootstrap_admin(self) -> None:
@@ -157,22 +157,45 @@ class UserService(Service):
         self.middleware.events.emit("user.query", msg, row.id, self.entry(row))
 
     async def _named(self, ctx: CallContext, username: str, *, write_role: str | None) -> UserRow:
-        """The user called ``username`` if the caller is that user, FULL_ADMIN, or holds
-        ``write_role``; EPERM otherwise, ENOENT when there is no such user."""
+        """The user called ``username`` if the caller is that user (same id, so a session
+        of a renamed or deleted account never reaches a new account of the same name),
+        FULL_ADMIN, or holds ``write_role`` (which never reaches a FULL_ADMIN account).
+
+        Raises:
+            CallError: EPERM when not allowed (checked before existence, so names cannot
+                be probed), ENOENT when there is no such user.
+        """
         identity = ctx.session.identity
         assert identity is not None
-        is_self = identity.username == username and identity.user_id is not None
-        allowed = (
-            is_self
-            or identity.is_full_admin
-            or (write_role is not None and has_any(identity.granted, [write_role]))
-        )
-        if not allowed:
-            raise CallError("Only the user themself or an administrator may do this", EPERM)
         row = await self.middleware.repos.users.get_by_name(username)
+        is_self = row is not None and identity.user_id == row.id
+        delegated = (
+            write_role is not None
+            and has_any(identity.granted, [write_role])
+            and (row is None or "FULL_ADMIN" not in row.roles)
+        )
+        if not (is_self or identity.is_full_admin or delegated):
+            raise CallError("Only the user themself or an administrator may do this", EPERM)
         if row is None:
             raise CallError(f"User {username[:64]!r} does not exist", ENOENT)
         return row
+
+    @staticmethod
+    def _check_grant(ctx: CallContext, roles: list[str], target: UserRow | None) -> None:
+        """Only a full administrator may grant roles it does not hold itself or change a
+        full administrator's account (else ACCOUNT_WRITE could make itself FULL_ADMIN).
+
+        Raises:
+            CallError: EPERM.
+        """
+        identity = ctx.session.identity
+        assert identity is not None
+        if identity.is_full_admin:
+            return
+        if not set(roles) <= identity.granted:
+            raise CallError("Only a full administrator may grant roles it does not hold", EPERM)
+        if target is not None and "FULL_ADMIN" in target.roles:
+            raise CallError("Only a full administrator may change a full administrator", EPERM)
 
     def _uri(self, row: UserRow, issuer: str) -> str | None:
         if row.totp_secret is None:
@@ -244,6 +267,7 @@ class UserService(Service):
                 while SSH 2FA is required (a new user has no secret).
         """
         redact(user_create.password)
+        self._check_grant(ctx, list(user_create.roles), None)
         repos = self.middleware.repos
         errors = ValidationErrors()
         if await repos.users.get_by_name(user_create.username) is not None:
@@ -295,6 +319,10 @@ class UserService(Service):
         row = await repos.users.get(id)
         if row is None:
             raise CallError(f"User id {id} does not exist", ENOENT)
+        if identity.user_id != id:
+            self._check_grant(ctx, list(user_update.roles) if "roles" in given else [], row)
+        elif "roles" in given:
+            self._check_grant(ctx, list(user_update.roles), None)
         errors = ValidationErrors()
         if row.builtin and "username" in given and user_update.username != row.username:
             errors.add("user_update.username", "The built-in administrator cannot be renamed")
@@ -326,6 +354,9 @@ class UserService(Service):
         new = await repos.users.get(id)
         assert new is not None
         self._emit("changed", new)
+        if (new.locked and not row.locked) or new.roles != row.roles:
+            # Sessions keep the roles they logged in with: a lock or a role change ends them.
+            self.middleware.end_sessions(id)
         if new.username != row.username and new.totp_secret is not None:
             await self._sync_ssh_oath(ctx)
         return self.entry(new)
@@ -338,8 +369,10 @@ class UserService(Service):
             raise CallError(f"User id {id} does not exist", ENOENT)
         if row.builtin:
             raise CallError("The built-in administrator cannot be deleted", EPERM)
+        self._check_grant(ctx, [], row)
         await self.middleware.repos.users.delete(id)
         self._emit("removed", row)
+        self.middleware.end_sessions(id)
         if row.totp_secret is not None:
             await self._sync_ssh_oath(ctx)
         return True
