@@ -6,13 +6,20 @@ never see plaintext secrets.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiosqlite
-
 from middlewared_2fa.datastore.database import Database
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_roles(text: str) -> tuple[str, ...]:
+    """The JSON ``roles`` column; most users share one of a few values, so parsing each
+    distinct text once saves a JSON parse per row of a full listing."""
+    return tuple(json.loads(text))
 
 
 @dataclass(slots=True)
@@ -33,21 +40,44 @@ class UserRow:
     totp_last_step: int | None
 
     @classmethod
-    def from_row(cls, row: aiosqlite.Row) -> UserRow:
+    def from_row(cls, row: Sequence[Any]) -> UserRow:
+        """A row selected with :data:`_USER_SELECT` (columns by position: a lookup by
+        name scans the column names, which a listing of every user pays per field)."""
+        (
+            id_,
+            username,
+            full_name,
+            password_hash,
+            roles,
+            locked,
+            ssh_password_enabled,
+            builtin,
+            totp_secret,
+            totp_interval,
+            totp_digits,
+            totp_last_step,
+        ) = row
         return cls(
-            id=row["id"],
-            username=row["username"],
-            full_name=row["full_name"],
-            password_hash=row["password_hash"],
-            roles=json.loads(row["roles"]),
-            locked=bool(row["locked"]),
-            ssh_password_enabled=bool(row["ssh_password_enabled"]),
-            builtin=bool(row["builtin"]),
-            totp_secret=row["totp_secret"],
-            totp_interval=row["totp_interval"],
-            totp_digits=row["totp_digits"],
-            totp_last_step=row["totp_last_step"],
+            id_,
+            username,
+            full_name,
+            password_hash,
+            list(_parse_roles(roles)),
+            bool(locked),
+            bool(ssh_password_enabled),
+            bool(builtin),
+            totp_secret,
+            totp_interval,
+            totp_digits,
+            totp_last_step,
         )
+
+
+#: The columns of :class:`UserRow`, in its field order.
+_USER_SELECT = (
+    "SELECT id, username, full_name, password_hash, roles, locked, ssh_password_enabled, "
+    "builtin, totp_secret, totp_interval, totp_digits, totp_last_step FROM users"
+)
 
 
 _USER_COLUMNS = {
@@ -82,54 +112,34 @@ class UserRepository:
 
     async def list(self) -> list[UserRow]:
         """All users ordered by id."""
-        async with (
-            self.db.reading() as conn,
-            conn.execute("SELECT * FROM users ORDER BY id") as cur,
-        ):
-            return [UserRow.from_row(r) for r in await cur.fetchall()]
+        rows = await self.db.fetch_all(f"{_USER_SELECT} ORDER BY id")
+        return [UserRow.from_row(r) for r in rows]
 
     async def get(self, user_id: int) -> UserRow | None:
         """The user with ``id``, or None."""
-        async with (
-            self.db.reading() as conn,
-            conn.execute("SELECT * FROM users WHERE id = ?", (user_id,)) as cur,
-        ):
-            row = await cur.fetchone()
+        row = await self.db.lookup(f"{_USER_SELECT} WHERE id = ?", (user_id,))
         return UserRow.from_row(row) if row else None
 
     async def get_by_name(self, username: str) -> UserRow | None:
         """The user called ``username``, or None."""
-        async with (
-            self.db.reading() as conn,
-            conn.execute("SELECT * FROM users WHERE username = ?", (username,)) as cur,
-        ):
-            row = await cur.fetchone()
+        row = await self.db.lookup(f"{_USER_SELECT} WHERE username = ?", (username,))
         return UserRow.from_row(row) if row else None
 
     async def count(self) -> int:
         """Number of users."""
-        async with self.db.reading() as conn, conn.execute("SELECT COUNT(*) FROM users") as cur:
-            row = await cur.fetchone()
+        row = await self.db.fetch_one("SELECT COUNT(*) FROM users")
         return int(row[0]) if row else 0
 
     async def count_secrets(self) -> int:
         """Number of users with a stored TOTP seed."""
-        async with (
-            self.db.reading() as conn,
-            conn.execute("SELECT COUNT(*) FROM users WHERE totp_secret IS NOT NULL") as cur,
-        ):
-            row = await cur.fetchone()
+        row = await self.db.fetch_one("SELECT COUNT(*) FROM users WHERE totp_secret IS NOT NULL")
         return int(row[0]) if row else 0
 
     async def any_secret(self) -> str | None:
         """One stored (encrypted) seed, to check the key at start-up; None if there is none."""
-        async with (
-            self.db.reading() as conn,
-            conn.execute(
-                "SELECT totp_secret FROM users WHERE totp_secret IS NOT NULL LIMIT 1"
-            ) as cur,
-        ):
-            row = await cur.fetchone()
+        row = await self.db.fetch_one(
+            "SELECT totp_secret FROM users WHERE totp_secret IS NOT NULL LIMIT 1"
+        )
         return row[0] if row else None
 
     async def create(self, fields: dict[str, Any]) -> int:
@@ -137,11 +147,10 @@ class UserRepository:
         values = _user_values(fields)
         cols = ", ".join(values)
         marks = ", ".join("?" for _ in values)
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
-                f"INSERT INTO users ({cols}) VALUES ({marks})", tuple(values.values())
-            )
-            return int(cur.lastrowid or 0)
+        _, rowid = await self.db.write(
+            f"INSERT INTO users ({cols}) VALUES ({marks})", tuple(values.values())
+        )
+        return int(rowid or 0)
 
     async def update(self, user_id: int, fields: dict[str, Any]) -> None:
         """Change some columns of one user."""
@@ -149,24 +158,21 @@ class UserRepository:
         if not values:
             return
         sets = ", ".join(f"{k} = ?" for k in values)
-        async with self.db.transaction() as conn:
-            await conn.execute(f"UPDATE users SET {sets} WHERE id = ?", (*values.values(), user_id))
+        await self.db.write(f"UPDATE users SET {sets} WHERE id = ?", (*values.values(), user_id))
 
     async def delete(self, user_id: int) -> None:
         """Remove one user."""
-        async with self.db.transaction() as conn:
-            await conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+        await self.db.write("DELETE FROM users WHERE id = ?", (user_id,))
 
     async def set_totp(
         self, user_id: int, encrypted_secret: str | None, interval: int, digits: int
     ) -> None:
         """Replace the seed (None removes it) and parameters; forgets the last used step."""
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                "UPDATE users SET totp_secret = ?, totp_interval = ?, totp_digits = ?, "
-                "totp_last_step = NULL WHERE id = ?",
-                (encrypted_secret, interval, digits, user_id),
-            )
+        await self.db.write(
+            "UPDATE users SET totp_secret = ?, totp_interval = ?, totp_digits = ?, "
+            "totp_last_step = NULL WHERE id = ?",
+            (encrypted_secret, interval, digits, user_id),
+        )
 
     async def accept_step(self, user_id: int, encrypted_secret: str, step: int) -> bool:
         """Record ``step`` as used, only if it is newer than the last used step of the
@@ -176,13 +182,13 @@ class UserRepository:
             True when this call recorded the step; False for a replay or a seed that
             changed meanwhile.
         """
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
-                "UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_secret = ? "
-                "AND (totp_last_step IS NULL OR totp_last_step < ?)",
-                (step, user_id, encrypted_secret, step),
-            )
-            return cur.rowcount == 1
+        # One statement: the check and the update are atomic (SQLite's write lock).
+        rowcount, _ = await self.db.write(
+            "UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_secret = ? "
+            "AND (totp_last_step IS NULL OR totp_last_step < ?)",
+            (step, user_id, encrypted_secret, step),
+        )
+        return rowcount == 1
 
 
 @dataclass(slots=True)
@@ -202,23 +208,17 @@ class TwoFactorConfigRepository:
         self.db = db
 
     async def get(self) -> TwoFactorConfigRow:
-        async with (
-            self.db.reading() as conn,
-            conn.execute(
-                "SELECT enabled, window, ssh, issuer FROM twofactor_config WHERE id = 1"
-            ) as cur,
-        ):
-            row = await cur.fetchone()
+        row = await self.db.lookup(
+            "SELECT enabled, window, ssh, issuer FROM twofactor_config WHERE id = 1"
+        )
         assert row is not None  # inserted by migration 1
         return TwoFactorConfigRow(bool(row[0]), int(row[1]), bool(row[2]), str(row[3]))
 
     async def put(self, config: TwoFactorConfigRow) -> None:
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                "UPDATE twofactor_config SET enabled = ?, window = ?, ssh = ?, issuer = ? "
-                "WHERE id = 1",
-                (int(config.enabled), config.window, int(config.ssh), config.issuer),
-            )
+        await self.db.write(
+            "UPDATE twofactor_config SET enabled = ?, window = ?, ssh = ?, issuer = ? WHERE id = 1",
+            (int(config.enabled), config.window, int(config.ssh), config.issuer),
+        )
 
 
 @dataclass(slots=True)
@@ -241,31 +241,26 @@ class AuditRepository:
         self.db = db
 
     async def append(self, entry: AuditRow) -> None:
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO audit (audit_id, timestamp, event, username, address, success, "
-                "event_data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.audit_id,
-                    entry.timestamp,
-                    entry.event,
-                    entry.username,
-                    entry.address,
-                    int(entry.success),
-                    json.dumps(entry.event_data),
-                ),
-            )
+        await self.db.write(
+            "INSERT INTO audit (audit_id, timestamp, event, username, address, success, "
+            "event_data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.audit_id,
+                entry.timestamp,
+                entry.event,
+                entry.username,
+                entry.address,
+                int(entry.success),
+                json.dumps(entry.event_data),
+            ),
+        )
 
     async def list(self) -> list[AuditRow]:
         """All entries, oldest first."""
-        async with (
-            self.db.reading() as conn,
-            conn.execute(
-                "SELECT audit_id, timestamp, event, username, address, success, event_data "
-                "FROM audit ORDER BY id"
-            ) as cur,
-        ):
-            rows = await cur.fetchall()
+        rows = await self.db.fetch_all(
+            "SELECT audit_id, timestamp, event, username, address, success, event_data "
+            "FROM audit ORDER BY id"
+        )
         return [AuditRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), json.loads(r[6])) for r in rows]
 
 
@@ -276,20 +271,15 @@ class MetaRepository:
         self.db = db
 
     async def get(self, key: str) -> str | None:
-        async with (
-            self.db.reading() as conn,
-            conn.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cur,
-        ):
-            row = await cur.fetchone()
+        row = await self.db.lookup("SELECT value FROM meta WHERE key = ?", (key,))
         return row[0] if row else None
 
     async def put(self, key: str, value: str) -> None:
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+        await self.db.write(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
 
 @dataclass(slots=True)
@@ -315,14 +305,10 @@ class NtpServerRepository:
         self.db = db
 
     async def list(self) -> list[NtpServerRow]:
-        async with (
-            self.db.reading() as conn,
-            conn.execute(
-                "SELECT id, address, port, iburst, prefer, minpoll, maxpoll FROM ntp_servers "
-                "ORDER BY id"
-            ) as cur,
-        ):
-            rows = await cur.fetchall()
+        rows = await self.db.fetch_all(
+            "SELECT id, address, port, iburst, prefer, minpoll, maxpoll FROM ntp_servers "
+            "ORDER BY id"
+        )
         return [NtpServerRow(r[0], r[1], r[2], bool(r[3]), bool(r[4]), r[5], r[6]) for r in rows]
 
     async def get(self, server_id: int) -> NtpServerRow | None:
@@ -333,27 +319,24 @@ class NtpServerRepository:
 
     async def create(self, fields: dict[str, Any]) -> int:
         values = {k: fields[k] for k in _NTP_COLUMNS}
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
-                "INSERT INTO ntp_servers (address, port, iburst, prefer, minpoll, maxpoll) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                tuple(values.values()),
-            )
-            return int(cur.lastrowid or 0)
+        _, rowid = await self.db.write(
+            "INSERT INTO ntp_servers (address, port, iburst, prefer, minpoll, maxpoll) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            tuple(values.values()),
+        )
+        return int(rowid or 0)
 
     async def update(self, server_id: int, fields: dict[str, Any]) -> None:
         values = {k: fields[k] for k in _NTP_COLUMNS if k in fields}
         if not values:
             return
         sets = ", ".join(f"{k} = ?" for k in values)
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                f"UPDATE ntp_servers SET {sets} WHERE id = ?", (*values.values(), server_id)
-            )
+        await self.db.write(
+            f"UPDATE ntp_servers SET {sets} WHERE id = ?", (*values.values(), server_id)
+        )
 
     async def delete(self, server_id: int) -> None:
-        async with self.db.transaction() as conn:
-            await conn.execute("DELETE FROM ntp_servers WHERE id = ?", (server_id,))
+        await self.db.write("DELETE FROM ntp_servers WHERE id = ?", (server_id,))
 
 
 class Repositories:

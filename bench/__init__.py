@@ -1,0 +1,3 @@
+"""Benchmarks of the middlewared-2fa daemon (``scripts/bench``); see bench/README.md."""
+
+from __future__ import annotations

@@ -1,0 +1,102 @@
+"""Offline seeding of a state folder through the daemon's own code (before it starts).
+
+The state is created exactly as the daemon creates it (``Middleware.setup``: migrations,
+key file, key check, the built-in ``admin``), then users are added through the
+repositories (``UserRepository.create`` / ``set_totp``) with secrets encrypted by
+``Middleware.encrypt_secret``, as ``user.create`` and ``user.renew_2fa_secret`` do.
+
+Two shortcuts keep seeding to seconds, both documented in bench/README.md:
+
+- every seeded user shares one argon2id hash computed once with the cheapest parameters
+  (t=1, m=8 KiB, p=1); ``verify_password`` reads the parameters from the hash, so the
+  untimed password step before the timed OTP step costs microseconds instead of the
+  deliberate ~50 ms of the real parameters;
+- the seeding connection runs with ``PRAGMA synchronous=OFF`` (no fsync per user). The
+  daemon opens the file later with its own settings (``synchronous=FULL``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets as _secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from argon2 import PasswordHasher
+
+from middlewared_2fa.config import Settings
+from middlewared_2fa.datastore.repositories import TwoFactorConfigRow
+from middlewared_2fa.middleware import Middleware
+
+ADMIN_PASSWORD = "bench-admin-password"
+#: A FULL_ADMIN user with the cheap hash: logs the benchmark connections in quickly.
+BENCH_ADMIN = "benchadmin"
+BENCH_PASSWORD = "bench-password"
+CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+#: The base32 alphabet of RFC 4648 (what ``user.renew_2fa_secret`` draws from).
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+
+@dataclass(frozen=True, slots=True)
+class SeededUser:
+    """A seeded user and its plaintext TOTP seed (None without 2FA)."""
+
+    username: str
+    secret: str | None
+
+
+def user_name(i: int) -> str:
+    """Name of the i-th seeded user (``u000001``...)."""
+    return f"u{i:06d}"
+
+
+async def _seed(
+    state_dir: Path, runtime_dir: Path, users: int, with_secrets: bool, twofactor: bool
+) -> list[SeededUser]:
+    settings = Settings.model_validate(
+        {"state_dir": state_dir, "runtime_dir": runtime_dir, "admin_password": ADMIN_PASSWORD}
+    )
+    mw = Middleware(settings)
+    await mw.setup()
+    try:
+        await mw.db.conn.execute("PRAGMA synchronous=OFF")
+        cheap = CHEAP_HASHER.hash(BENCH_PASSWORD)
+        repos = mw.repos.users
+        await repos.create(
+            {"username": BENCH_ADMIN, "password_hash": cheap, "roles": ["FULL_ADMIN"]}
+        )
+        seeded: list[SeededUser] = []
+        for i in range(1, users + 1):
+            name = user_name(i)
+            user_id = await repos.create(
+                {"username": name, "full_name": f"Bench user {i}", "password_hash": cheap}
+            )
+            secret = None
+            if with_secrets:
+                secret = "".join(_secrets.choice(_B32) for _ in range(32))
+                await repos.set_totp(user_id, mw.encrypt_secret(secret), 30, 6)
+            seeded.append(SeededUser(name, secret))
+        if twofactor:
+            await mw.repos.twofactor.put(TwoFactorConfigRow(True, 0, False, "middlewared-2fa"))
+    finally:
+        await mw.db.close()
+    return seeded
+
+
+def seed_state(
+    base: Path, *, users: int, with_secrets: bool = False, twofactor: bool = False
+) -> list[SeededUser]:
+    """Create ``base/state`` with ``admin``, ``benchadmin`` and ``users`` users.
+
+    Args:
+        base: Folder that will hold ``state/`` and ``run/``.
+        users: Number of ordinary users (``u000001``...), no roles.
+        with_secrets: Give each a fresh random TOTP seed (6 digits, 30 s).
+        twofactor: Enable global 2FA (window 0), so password logins of users with a
+            secret answer OTP_REQUIRED.
+
+    Returns:
+        The seeded ordinary users with their plaintext seeds.
+    """
+    return asyncio.run(_seed(base / "state", base / "run", users, with_secrets, twofactor))
