@@ -246,12 +246,26 @@ class UserService(Service):
     @api_method(UserQueryArgs, UserQueryResult, roles=[])
     async def query(self, ctx: CallContext, filters: list[list[Any]], options: QueryOptions) -> Any:
         """Users (``UserEntry`` list). Without ACCOUNT_READ only the caller's own entry."""
-        rows = await self.middleware.repos.users.list()
+        rows = await self._candidates(filters)
         identity = ctx.session.identity
         assert identity is not None
         if not has_any(identity.granted, ["ACCOUNT_READ"]):
             rows = [r for r in rows if r.id == identity.user_id]
         return filter_list([self.entry(r) for r in rows], filters, options)
+
+    async def _candidates(self, filters: list[list[Any]]) -> list[UserRow]:
+        """Rows that can match ``filters``: one key lookup for an ``id`` or ``username``
+        equality filter (the common case, e.g. get_instance), else every user. The filters
+        themselves are still applied afterwards by filter_list."""
+        users = self.middleware.repos.users
+        for field, op, value in filters:
+            if op == "=" and field == "id" and type(value) is int and 0 < value < 2**63:
+                row = await users.get(value)
+                return [row] if row else []
+            if op == "=" and field == "username" and isinstance(value, str):
+                row = await users.get_by_name(value)
+                return [row] if row else []
+        return await users.list()
 
     @api_method(UserGetInstanceArgs, UserEntryResult, roles=[])
     async def get_instance(self, ctx: CallContext, id: int) -> Any:
