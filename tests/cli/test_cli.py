@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 
 from tests.cli.conftest import Midclt, midclt_path
-from tests.cli.outside import (
+from tests.cli.terminal import HANG_GUARD
+from tests.helpers.daemon import ADMIN_PASSWORD
+from tests.helpers.outside import (
     oathtool_totp,
     parse_otpauth,
     terminal_qr_to_png,
     zbar_decode,
 )
-from tests.cli.terminal import HANG_GUARD
-from tests.helpers.daemon import ADMIN_PASSWORD
 
 NOT_AUTHENTICATED = (
     "midclt2fa: [ENOTAUTHENTICATED] Not authenticated "

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from middlewared_2fa.cli.client import Client, open_client
-from tests.cli.outside import oathtool_totp, parse_otpauth, zbar_decode
 from tests.helpers.daemon import ADMIN_PASSWORD, SubprocessDaemon, subprocess_daemon
+from tests.helpers.outside import oathtool_totp, parse_otpauth, zbar_decode
 
 PNG_PREFIX = "data:image/png;base64,"
 
