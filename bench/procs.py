@@ -120,6 +120,15 @@ def _start(
     return Server(process, line.split()[2], elapsed)
 
 
+def _knows_setting(tree: Path | None, key: str) -> bool:
+    """Whether the daemon of ``tree`` (None: this checkout) has the setting ``key``."""
+    root = tree if tree is not None else Path(__file__).resolve().parent.parent
+    try:
+        return key in (root / "middlewared_2fa" / "config.py").read_text()
+    except OSError:
+        return False
+
+
 def daemon_command() -> list[str]:
     """The installed console script next to this interpreter (as tests/helpers do)."""
     script = shutil.which("middlewared-2fa", path=str(Path(sys.executable).parent))
@@ -153,6 +162,17 @@ def start_daemon(
             "MIDDLEWARED_2FA_RATE_LIMIT_CALLS": "1000000000",
             "MIDDLEWARED_2FA_AUTH_FAILURE_DELAY": "0",
             "MIDDLEWARED_2FA_RUNTIME_DIR": str(base / "run"),
+            # Every benchmark client comes from 127.0.0.1 and logs in as a few users: lift
+            # the per-address cap and the concurrent-attempt throttle (a "before" tree
+            # older than these settings would refuse them, so only where they exist).
+            **(
+                {
+                    "MIDDLEWARED_2FA_MAX_CONNECTIONS_PER_ADDRESS": "1000",
+                    "MIDDLEWARED_2FA_AUTH_THROTTLE_AFTER": "100",
+                }
+                if _knows_setting(tree, "max_connections_per_address")
+                else {}
+            ),
         }
     )
     env.update(extra_env or {})

@@ -58,6 +58,7 @@ class MethodSpec:
     private: bool
     audit: bool
     description: str
+    rate_limit: Literal["default", "always", "exempt"] = "default"
 
 
 @dataclass(slots=True)
@@ -82,6 +83,7 @@ def api_method(
     auth: Literal["required", "none"] = "required",
     private: bool = False,
     audit: bool = False,
+    rate_limit: Literal["default", "always", "exempt"] = "default",
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     """Declare a public JSON-RPC method.
 
@@ -94,6 +96,11 @@ def api_method(
         private: Not callable over the wire (-32601); for internal calls only.
         audit: Write a METHOD_CALL audit entry for every call (parameters are never
             recorded, only the method name, the outcome and the error name).
+        rate_limit: ``"default"``: unauthenticated calls count against the per-address
+            limit (API.md §3); ``"always"``: authenticated ones too (login methods, or a
+            logged-in user could guess other users' passwords without limit);
+            ``"exempt"``: never counted (``core.set_options``, which TrueNAS clients
+            send first on every connection).
     """
 
     def decorate(func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -104,6 +111,7 @@ def api_method(
             auth=auth,
             private=private,
             audit=audit,
+            rate_limit=rate_limit,
             description=inspect.cleandoc(func.__doc__ or "").split("\n\n")[0],
         )
         func.__api_roles_given__ = roles is not None  # type: ignore[attr-defined]

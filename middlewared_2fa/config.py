@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from middlewared_2fa.errors import StartupError
@@ -37,19 +37,45 @@ class Settings(BaseModel):
     rate_limit_calls: int = Field(20, ge=1, description="unauthenticated calls per period")
     rate_limit_period: float = Field(60.0, gt=0, description="rate limit period (s)")
     auth_failure_delay: float = Field(1.0, ge=0, le=30, description="delay per failure (s)")
-    otp_failure_limit: int = Field(10, ge=1, description="consecutive OTP failures per user")
-    otp_lockout: float = Field(300.0, ge=0, description="OTP cool-down after the limit (s)")
+    auth_throttle_after: int = Field(
+        5, ge=1, le=100, description="consecutive failures of an account before a cool-down"
+    )
+    auth_throttle_max: float = Field(
+        900.0, ge=1, le=86400, description="longest account cool-down (s)"
+    )
+    auth_lock_after: int = Field(
+        100, ge=1, le=100, description="consecutive failures that lock an account"
+    )
+    password_verifications: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        le=64,
+        description="password hashes verified at once; more wait in a bounded queue",
+    )
     time_sync_max_offset: float = Field(30.0, gt=0, description="largest tolerated offset (s)")
     time_sync_interval: float = Field(900.0, gt=0, description="period of the NTP check (s)")
     ntp_timeout: float = Field(5.0, gt=0, le=60, description="per-server NTP timeout (s)")
     idle_timeout: float = Field(
         300.0, gt=0, description="an unauthenticated connection idle this long is closed (s)"
     )
+    max_connections: int = Field(1000, ge=1, description="open connections in all (§1 caps)")
+    max_connections_per_address: int = Field(
+        50, ge=1, description="open connections from one client address or Unix uid (§1 caps)"
+    )
     oath_users_file: Path | None = Field(None, description="OATH users file for pam_oath")
     pam_snippet_file: Path | None = Field(None, description="PAM snippet for sshd")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
     log_file: Path | None = Field(None, description="also log to this file")
     debug: bool = Field(False, description="send tracebacks in data.trace")
+
+    @model_validator(mode="after")
+    def _lock_after_throttle(self) -> Settings:
+        # API.md §3: auth_lock_after is auth_throttle_after..100.
+        if self.auth_lock_after < self.auth_throttle_after:
+            raise ValueError(
+                f"auth_lock_after must be at least auth_throttle_after ({self.auth_throttle_after})"
+            )
+        return self
 
     @field_validator("log_level")
     @classmethod

@@ -45,12 +45,6 @@ INTERNAL_ERROR = -32603
 TOO_MANY_CALLS = -32000
 CALL_ERROR = -32001
 
-#: Methods an unauthenticated client may call without spending its rate limit: TrueNAS
-#: clients send core.set_options first on every connection and wait for the answer.
-RATE_LIMIT_EXEMPT = frozenset({"core.set_options"})
-#: Login methods count against the per-address limit even on a logged-in session, or a
-#: logged-in user could guess other users' passwords and codes without limit.
-RATE_LIMITED_ALWAYS = frozenset({"auth.login_ex", "auth.login_ex_continue", "auth.login"})
 #: Requests in one batch (JSON-RPC 2.0 §6 sets no limit; every member gets an answer).
 MAX_BATCH = 50
 
@@ -384,9 +378,11 @@ class Dispatcher:
         spec = method.spec
         session = ctx.session
         mw = self.middleware
+        # The per-address limit of unauthenticated calls (API.md §3); the method's
+        # declared policy says whether it also counts on a logged-in session.
         if (
-            (not session.authenticated or method.name in RATE_LIMITED_ALWAYS)
-            and method.name not in RATE_LIMIT_EXEMPT
+            (not session.authenticated or spec.rate_limit == "always")
+            and spec.rate_limit != "exempt"
             and not mw.rate_limiter.allow(session.address)
         ):
             raise E.CallError("Rate Limit Exceeded", E.EBUSY)

@@ -111,7 +111,15 @@ class EventHub:
         """Call ``listener(name, msg, id, fields)`` for every event (in-process consumers)."""
         self._listeners.append(listener)
 
-    def emit(self, name: str, msg: str, entry_id: Any, fields: dict[str, Any]) -> None:
+    def emit(
+        self,
+        name: str,
+        msg: str,
+        entry_id: Any,
+        fields: dict[str, Any],
+        *,
+        owner: int | None = None,
+    ) -> None:
         """Send ``collection_update`` for ``name`` to every allowed subscriber.
 
         Args:
@@ -119,6 +127,8 @@ class EventHub:
             msg: ``added``, ``changed`` or ``removed``.
             entry_id: Id of the entry.
             fields: The entry (must contain no secret).
+            owner: User id owning the entry, when it is not a field of ``fields``
+                (its user may see it without the collection's read role).
         """
         spec = self._specs[name]
         message = {
@@ -136,8 +146,9 @@ class EventHub:
             if not allowed and spec.owner_field is not None:
                 # By id, not name: a session of a renamed or deleted account must not see
                 # a new account that got its name.
+                owner_id = owner if owner is not None else fields.get(spec.owner_field)
                 allowed = session.identity.user_id is not None and (
-                    fields.get(spec.owner_field) == session.identity.user_id
+                    owner_id == session.identity.user_id
                 )
             if allowed:
                 subscriber.notify(message)

@@ -10,7 +10,6 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from middlewared_2fa.api import RegisteredMethod, collect_methods
@@ -21,8 +20,9 @@ from middlewared_2fa.datastore import Database, Repositories
 from middlewared_2fa.datastore.repositories import AuditRow
 from middlewared_2fa.errors import StartupError
 from middlewared_2fa.events import EventHub
+from middlewared_2fa.hashing import HashingPool
 from middlewared_2fa.plugins import default_plugins_dir, discover
-from middlewared_2fa.session import Session
+from middlewared_2fa.session import Session, SessionRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +82,10 @@ class Middleware:
             settings.rate_limit_calls, settings.rate_limit_period, self.clock
         )
         self._box: SecretBox | None = None
-        #: Log out every session of a user id; returns how many. The listener installs
-        #: the real one (see server.Daemon); without listeners there are no sessions.
-        self.end_sessions: Callable[[int], int] = lambda user_id: 0
+        #: Every connection and re-login token (API.md §9); listeners register theirs.
+        self.sessions = SessionRegistry(self.clock)
+        #: Bounded, fair password hashing (API.md §3).
+        self.hashing = HashingPool(settings.password_verifications)
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- life cycle -------------------------------------------------------------------

@@ -5,12 +5,21 @@ the per-connection limits (API.md §1)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import errno
+import fcntl
 import json
 import logging
 import mimetypes
 import os
+import resource
 import socket
+import stat
 import struct
+import time
+import weakref
+from collections.abc import Generator, Iterator
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -18,12 +27,16 @@ from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve, unix_serve
 from websockets.datastructures import Headers, MultipleValuesError
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidMessage
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
+from websockets.protocol import CONNECTING
+from websockets.server import ServerProtocol
 
 from middlewared_2fa.dispatcher import Dispatcher
+from middlewared_2fa.errors import StartupError
 from middlewared_2fa.middleware import Middleware
-from middlewared_2fa.session import Identity, Session
+from middlewared_2fa.session import Identity, Proof, Session
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +63,279 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+#: HTTP methods served (API.md §1 "HTTP methods"); any other is answered 405.
+ALLOWED_METHODS = ("GET", "HEAD")
+#: Descriptors kept out of the connections' budget: the SQLite connections and their WAL
+#: and shared-memory files, the log file, the listeners, the lock file (API.md §1 caps).
+FD_HEADROOM = 64
+#: Seconds between two warnings about the same connection cap and client.
+WARNING_INTERVAL = 60.0
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit (API.md §1 "Connection caps").
+
+    Returns:
+        The soft limit in force afterwards, in descriptors (``resource.RLIM_INFINITY``
+        when unlimited). When the kernel refuses (a hard limit above ``nr_open``), the
+        old soft limit stays and a warning is logged.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        logger.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
+        return soft
+    return hard
+
+
+class ConnectionLimits:
+    """Open connections, counted for the caps of API.md §1 ("Connection caps").
+
+    Two counts, each held until the socket is closed, whatever happened in between
+    (answered, refused, failed handshake, closed by either side), so nothing leaks:
+
+    * sockets: every accepted socket, counted by the listening socket's ``accept()``
+      itself (:class:`_ListeningSocket`) and given back by its ``close()``. At
+      ``socket_budget`` a new one is closed at once, unread: the daemon never runs out
+      of descriptors (``accept()`` failing with EMFILE stalls a listener for everyone).
+    * slots: connections admitted by :meth:`admit` once their HTTP request is read, per
+      client key (a TCP address, or ``unix:UID``) and in all; beyond a cap the request
+      is answered 503. Given back by :meth:`closed` (``connection_lost``).
+
+    Trusted Unix peers (key ``None``) are never counted nor refused.
+
+    Args:
+        max_connections: Cap on admitted connections in all.
+        max_per_address: Cap on admitted connections per client key.
+    """
+
+    def __init__(self, max_connections: int, max_per_address: int) -> None:
+        self.max_connections = max_connections
+        self.max_per_address = max_per_address
+        #: Accepted sockets beyond which new ones are closed unread (see :meth:`fit`).
+        self.socket_budget: int | None = None
+        self._sockets = 0
+        self._slots: dict[object, str] = {}
+        self._per_key: dict[str, int] = {}
+        self._warned: dict[str, float] = {}  # tag -> time.monotonic() of its last warning
+
+    def fit(self, soft_limit: int) -> None:
+        """Size the counts to the open-files soft limit ``soft_limit`` (descriptors).
+
+        The sockets' budget is the limit minus :data:`FD_HEADROOM`; ``max_connections``
+        is lowered (with a warning) to seven eighths of that budget, so that sockets still
+        in their handshake have descriptors left to be answered 503 rather than reset.
+        """
+        if soft_limit == resource.RLIM_INFINITY:
+            self.socket_budget = None
+            return
+        self.socket_budget = max(1, soft_limit - FD_HEADROOM)
+        ceiling = max(1, self.socket_budget - self.socket_budget // 8)
+        if self.max_connections > ceiling:
+            logger.warning(
+                "max_connections %d lowered to %d: the open-files limit is %d",
+                self.max_connections,
+                ceiling,
+                soft_limit,
+            )
+            self.max_connections = ceiling
+
+    def take_socket(self) -> bool:
+        """Count one more accepted socket; False: over the budget, close it unread."""
+        if self.socket_budget is not None and self._sockets >= self.socket_budget:
+            self._warn("*sockets", "closing new connections unread: %d open", self._sockets)
+            return False
+        self._sockets += 1
+        return True
+
+    def release_socket(self) -> None:
+        """An accepted socket was closed."""
+        self._sockets -= 1
+
+    def admit(self, conn: object, key: str | None) -> bool:
+        """Take a slot for ``conn`` (its request was read); False: a cap is reached."""
+        if key is None:
+            return True
+        held = self._per_key.get(key, 0)
+        if held >= self.max_per_address:
+            self._warn(key, "refusing connections from %s: %d open", key, held)
+            return False
+        if len(self._slots) >= self.max_connections:
+            self._warn("*", "refusing new connections: %d open in all", len(self._slots))
+            return False
+        self._slots[conn] = key
+        self._per_key[key] = held + 1
+        return True
+
+    def closed(self, conn: object) -> None:
+        """Free the slot of ``conn`` (its socket is closed); harmless if it had none."""
+        key = self._slots.pop(conn, None)
+        if key is None:
+            return
+        held = self._per_key[key] - 1
+        if held:
+            self._per_key[key] = held
+        else:
+            del self._per_key[key]
+
+    def count(self, key: str | None = None) -> int:
+        """Admitted connections of client ``key``, or in all when ``key`` is None."""
+        return len(self._slots) if key is None else self._per_key.get(key, 0)
+
+    @property
+    def sockets(self) -> int:
+        """Accepted sockets not yet closed (trusted Unix peers excepted)."""
+        return self._sockets
+
+    def _warn(self, tag: str, message: str, *args: Any) -> None:
+        # At most once a minute per cap and client, not once per refused connection: a
+        # flood of connections must not become a flood of log lines.
+        now = time.monotonic()
+        if now - self._warned.get(tag, -WARNING_INTERVAL) >= WARNING_INTERVAL:
+            self._warned[tag] = now
+            if len(self._warned) > 4096:  # many clients: forget the oldest
+                self._warned.pop(next(iter(self._warned)))
+            logger.warning(message, *args)
+
+
+#: Connections closed unread by one accept() call before it lets the event loop run.
+_MAX_SHED = 64
+
+
+class _AcceptedSocket(socket.socket):
+    """An accepted socket that gives its place in the sockets' budget back once, when it
+    is closed (asyncio's transport closes it), or when it is collected should asyncio
+    drop it unclosed (a failure between accept() and the protocol)."""
+
+    #: Gives the place back; None for a socket never counted (a trusted Unix peer).
+    _release: weakref.finalize[[], _AcceptedSocket] | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self._release is not None:
+            self._release()
+
+    def counted_in(self, limits: ConnectionLimits) -> None:
+        # weakref.finalize runs its callback at most once, whichever comes first.
+        self._release = weakref.finalize(self, limits.release_socket)
+
+
+class _ListeningSocket(socket.socket):
+    """A listening socket whose ``accept()`` counts every accepted socket in ``limits``
+    and closes those beyond the sockets' budget at once, unread (API.md §1 caps).
+
+    This must happen in ``accept()`` itself: asyncio accepts up to 100 connections per
+    listener and loop iteration before any protocol sees one, so counting any later
+    lets a flood run the process out of descriptors. Trusted Unix peers are neither
+    counted nor closed.
+    """
+
+    limits: ConnectionLimits
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        for _ in range(_MAX_SHED):
+            fd, addr = self._accept()  # type: ignore[attr-defined]  # none waiting: BlockingIOError
+            conn = _AcceptedSocket(self.family, self.type, self.proto, fileno=fd)
+            if self.family == socket.AF_UNIX and _socket_peer_uid(conn) in (0, os.getuid()):
+                return conn, addr
+            if self.limits.take_socket():
+                conn.counted_in(self.limits)
+                return conn, addr
+            socket.socket.close(conn)  # never counted: nothing to give back
+        # asyncio ends this round of accepts on ConnectionAbortedError; the rest of the
+        # queue waits for the next iteration of the loop.
+        raise ConnectionAbortedError("over the sockets' budget")
+
+
+#: Bytes at the start of a request within which its method must end.
+_METHOD_PEEK = 32
+_BODY_HEADERS = (b"content-length", b"transfer-encoding")
+
+
+class _AnyMethodServerProtocol(ServerProtocol):
+    """websockets' ServerProtocol, except that a request whose method is neither GET nor
+    HEAD is read even when it announces a body, so that it can be answered 405 (API.md §1
+    "HTTP methods"): websockets closes such a request without an answer (a handshake has
+    no body). Its body is discarded; the answer closes the connection.
+    """
+
+    def parse(self) -> Generator[None]:
+        if self.state is CONNECTING:
+            method = yield from self._peek_method()
+            if method not in (b"", b"GET", b"HEAD"):
+                yield from self._parse_other_method()
+                return
+        yield from super().parse()
+
+    def _peek_method(self) -> Generator[None, None, bytes]:
+        """The request's method once it has arrived, without consuming it; ``b""`` when
+        the start of the data is no method (websockets' own parser rejects it then)."""
+        while True:
+            head = bytes(self.reader.buffer[:_METHOD_PEEK])
+            if b" " in head:
+                return head.split(b" ", 1)[0]
+            if len(head) >= _METHOD_PEEK or b"\n" in head or self.reader.eof:
+                return b""
+            yield
+
+    def _read_line_without_body_headers(
+        self, limit: int, too_long: type[Exception]
+    ) -> Generator[None, None, bytearray]:
+        """StreamReader.read_line, skipping Content-Length and Transfer-Encoding headers
+        (the only reason websockets' Request.parse refuses a request of another method)."""
+        while True:
+            line = yield from self.reader.read_line(limit, too_long)
+            if line.split(b":", 1)[0].strip().lower() not in _BODY_HEADERS:
+                return line
+
+    def _parse_other_method(self) -> Generator[None]:
+        try:
+            request = yield from Request.parse(self._read_line_without_body_headers)
+        except Exception as exc:
+            # As websockets does with any unreadable request: no answer, close.
+            self.handshake_exc = InvalidMessage("did not receive a valid HTTP request")
+            self.handshake_exc.__cause__ = exc
+            self.send_eof()
+            self.parser = self.discard()
+            next(self.parser)
+            yield
+            return
+        self.events.append(request)
+        # Until the answer replaces this parser (send_response), drop the body; a client
+        # that ends its side first gets no answer, as websockets does for a GET.
+        while not (yield from self.reader.at_eof()):
+            self.reader.discard()
+        self.fail(CloseCode.ABNORMAL_CLOSURE, "unexpected end of stream")
+        yield
+
+
+def _connection_class(limits: ConnectionLimits) -> type[ServerConnection]:
+    """The websockets connection class of one daemon's listeners (``create_connection``).
+
+    It gives its slot (:meth:`ConnectionLimits.admit`) back in ``connection_lost``,
+    which asyncio calls for every connection however it ends; and it reads requests of
+    any method (see :class:`_AnyMethodServerProtocol`).
+    """
+
+    class CountedConnection(ServerConnection):
+        def __init__(self, protocol: ServerProtocol, server: Server, **kwargs: Any) -> None:
+            # serve() builds a plain ServerProtocol; nothing has been fed to it yet, so its
+            # parser can be swapped for ours.
+            protocol.__class__ = _AnyMethodServerProtocol
+            protocol.parser = protocol.parse()
+            next(protocol.parser)
+            super().__init__(protocol, server, **kwargs)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            try:
+                super().connection_lost(exc)
+            finally:
+                limits.closed(self)
+
+    return CountedConnection
 
 
 class Connection:
@@ -69,6 +355,7 @@ class Connection:
         self._cut_off = False
         self._queued_bytes = 0
         self._cutter: asyncio.Future[None] | None = None
+        self._ender: asyncio.Future[None] | None = None
         self.last_activity = asyncio.get_running_loop().time()
 
     # -- dispatcher.Caller ----------------------------------------------------------
@@ -91,6 +378,10 @@ class Connection:
         self.session.identity = identity
         limit = MAX_AUTHENTICATED_MESSAGE if identity else MAX_UNAUTHENTICATED_MESSAGE
         self.ws.protocol.max_message_size = limit
+
+    def end(self) -> None:
+        """The session ended (API.md §9): close with 1008 "session ended"."""
+        self._ender = asyncio.ensure_future(self.ws.close(1008, "session ended"))
 
     # -- sending --------------------------------------------------------------------------
     def send(self, text: str) -> None:
@@ -152,22 +443,14 @@ class Daemon:
         self.settings = middleware.settings
         self.dispatcher = Dispatcher(middleware)
         self.connections: set[Connection] = set()
-        middleware.end_sessions = self.end_sessions
         self._servers: list[Server] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self.port: int | None = None
-
-    def end_sessions(self, user_id: int) -> int:
-        """Log out every connection of user ``user_id`` (locked, deleted, roles changed);
-        the connections stay open. Returns how many were logged out."""
-        ended = 0
-        for conn in list(self.connections):
-            identity = conn.session.identity
-            if identity is not None and identity.user_id == user_id:
-                conn.session.pending_otp = None
-                conn.set_identity(None)
-                ended += 1
-        return ended
+        self.limits = ConnectionLimits(
+            self.settings.max_connections, self.settings.max_connections_per_address
+        )
+        #: (st_dev, st_ino, st_ctime_ns) of the Unix socket file this daemon created.
+        self._socket_id: tuple[int, int, int] | None = None
 
     @property
     def url(self) -> str:
@@ -177,41 +460,116 @@ class Daemon:
         return f"ws://{host}:{self.port}{API_PATH}"
 
     async def start(self) -> None:
-        """Listen on TCP and on the Unix socket."""
+        """Raise the open-files limit, listen on TCP and on the Unix socket (API.md §1).
+
+        Raises:
+            OSError: the TCP address cannot be listened on (port in use, no such address).
+            StartupError: the Unix socket cannot be created, or another daemon listens
+                on it (same runtime folder, another state folder).
+        Nothing is left listening when it raises.
+        """
+        self.limits.fit(raise_open_files_limit())
         common: dict[str, Any] = {
             **CONNECTION_OPTIONS,
             "process_request": self._process_request,
             "server_header": "middlewared-2fa",
+            "create_connection": _connection_class(self.limits),
         }
-        tcp = await serve(self._handler, self.settings.host, self.settings.port, **common)
-        self._servers.append(tcp)
-        self.port = tcp.sockets[0].getsockname()[1]
-        sock_path = self.settings.socket_path
-        sock_path.parent.mkdir(parents=True, exist_ok=True)
-        if sock_path.is_socket() or sock_path.exists():
-            sock_path.unlink()
-        unix = await unix_serve(self._handler, str(sock_path), **common)
-        os.chmod(sock_path, 0o666)  # everyone may connect; only root/self skip the login
-        self._servers.append(unix)
+        socks: list[_ListeningSocket] = []
+        try:
+            socks += await _tcp_listeners(self.settings.host, self.settings.port)
+            self.port = socks[0].getsockname()[1]
+            socks.append(self._bind_unix_socket())
+            for sock in socks:
+                sock.limits = self.limits
+                listen = unix_serve if sock.family == socket.AF_UNIX else serve
+                self._servers.append(await listen(self._handler, sock=sock, **common))
+        except BaseException:
+            for sock in socks:  # those no server took (closing twice is harmless)
+                sock.close()
+            await self.stop()
+            raise
+
+    def _bind_unix_socket(self) -> _ListeningSocket:
+        """Create the Unix socket file (mode 0666) and record its identity.
+
+        A socket file that nobody listens on (left by a daemon that died) is replaced; a
+        live one, or anything that is not a socket, is left alone.
+
+        Raises:
+            StartupError: the file is in use or not a socket, or cannot be created.
+        """
+        path = self.settings.socket_path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with _dir_lock(path.parent):
+                sock = _ListeningSocket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    try:
+                        sock.bind(str(path))
+                    except OSError as exc:
+                        if exc.errno != errno.EADDRINUSE:
+                            raise
+                        _remove_stale_socket(path)
+                        sock.bind(str(path))
+                    os.chmod(path, 0o666)  # everyone may connect; only root/self skip the login
+                    st = os.lstat(path)
+                except BaseException:
+                    sock.close()
+                    raise
+                self._socket_id = (st.st_dev, st.st_ino, st.st_ctime_ns)
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+        return sock
 
     async def stop(self) -> None:
-        """Stop accepting, close connections (1001), let running calls finish."""
+        """Stop accepting, close connections (1001), let running calls finish; remove
+        the Unix socket file if it is still the one this daemon created (API.md §1)."""
         for server in self._servers:
             server.close(close_connections=True)
         for server in self._servers:
             await server.wait_closed()
+        self._servers.clear()
+        self._remove_own_socket()
+
+    def _remove_own_socket(self) -> None:
+        # Under the folder's lock: another daemon replacing a stale file cannot slip in
+        # between the check and the unlink.
+        if self._socket_id is None:
+            return
+        path = self.settings.socket_path
         try:
-            self.settings.socket_path.unlink()
-        except OSError:
+            with _dir_lock(path.parent):
+                st = os.lstat(path)
+                if (st.st_dev, st.st_ino, st.st_ctime_ns) == self._socket_id:
+                    path.unlink()
+                else:
+                    logger.warning("left %s alone: it is not this daemon's socket", path)
+        except (OSError, StartupError):  # gone already, or the folder is locked up
             pass
+        self._socket_id = None
 
     # -- HTTP -------------------------------------------------------------------------
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Caps (503), methods (405), then the routes (API.md §1); None: WebSocket."""
+        if not self.limits.admit(connection, _client_key(connection)):
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Too many connections\n")
+        if request.method not in ALLOWED_METHODS:
+            response = connection.respond(HTTPStatus.METHOD_NOT_ALLOWED, "Method Not Allowed\n")
+            response.headers["Allow"] = ", ".join(ALLOWED_METHODS)
+            return response
         try:
-            return self._route(connection, request)
+            answer = self._route(connection, request)
         except MultipleValuesError:  # two Host or Origin headers: ambiguous, refuse
-            return connection.respond(HTTPStatus.BAD_REQUEST, "Bad Request\n")
+            answer = connection.respond(HTTPStatus.BAD_REQUEST, "Bad Request\n")
+        if request.method == "HEAD":
+            if answer is None:  # no WebSocket handshake over HEAD: what a plain GET gets
+                answer = connection.respond(HTTPStatus.UPGRADE_REQUIRED, "Upgrade Required\n")
+                answer.headers["Upgrade"] = "websocket"
+            # Same status and headers (Content-Length too) as for GET, without the body.
+            answer = dataclasses.replace(answer, body=b"")
+        return answer
 
     def _route(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
@@ -257,17 +615,22 @@ class Daemon:
     # -- WebSocket ----------------------------------------------------------------------
 
     async def _handler(self, ws: ServerConnection) -> None:
-        session = _session_for(ws)
+        session = _session_for(ws, self.middleware.clock.time())
         conn = Connection(ws, session)
         if session.transport == "unix" and _peer_is_trusted(ws):
             conn.set_identity(
                 Identity(
-                    user_id=None, username="root", roles=["FULL_ADMIN"], credentials="UNIX_SOCKET"
+                    user_id=None,
+                    username="root",
+                    roles=["FULL_ADMIN"],
+                    credentials="UNIX_SOCKET",
+                    proof=Proof("UNIX_SOCKET", "LEVEL_1", session.id[:16], session.created_at),
                 )
             )
         else:
             conn.set_identity(None)
         self.connections.add(conn)
+        self.middleware.sessions.add(conn)
         writer = asyncio.create_task(conn.writer())
         calls: set[asyncio.Task[Any]] = set()
         idle = asyncio.create_task(self._idle_watch(conn))
@@ -283,6 +646,7 @@ class Daemon:
             idle.cancel()
             self.middleware.events.drop(conn)
             self.connections.discard(conn)
+            self.middleware.sessions.remove(conn)
             if calls:  # open calls finish (their effects are kept); replies are dropped
                 await asyncio.gather(*calls, return_exceptions=True)
             conn.close_outbox()
@@ -317,19 +681,34 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def _session_for(ws: ServerConnection) -> Session:
+def _session_for(ws: ServerConnection, now: float) -> Session:
     peer = ws.remote_address
     if isinstance(peer, tuple) and peer:
-        return Session(address=str(peer[0]), transport="tcp")
+        host = str(peer[0])
+        origin = f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+        secure = ws.transport.get_extra_info("sslcontext") is not None
+        return Session(address=host, transport="tcp", origin=origin, secure=secure, created_at=now)
     # Unix-socket peers are told apart by uid, so one local user cannot use up another's
     # rate limit.
     uid = _peer_uid(ws)
-    return Session(address=f"unix:{uid}" if uid is not None else "unix", transport="unix")
+    return Session(
+        address=f"unix:{uid}" if uid is not None else "unix",
+        transport="unix",
+        origin=f"UNIX_SOCKET uid {uid}" if uid is not None else "UNIX_SOCKET",
+        secure=True,
+        created_at=now,
+    )
 
 
 def _peer_uid(ws: ServerConnection) -> int | None:
     sock = ws.transport.get_extra_info("socket")
-    if sock is None or sock.family != socket.AF_UNIX:
+    return None if sock is None else _socket_peer_uid(sock)
+
+
+def _socket_peer_uid(sock: Any) -> int | None:
+    """SO_PEERCRED uid of a Unix socket's peer (a socket or asyncio's TransportSocket);
+    None for other sockets."""
+    if sock.family != socket.AF_UNIX:
         return None
     try:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -341,6 +720,105 @@ def _peer_uid(ws: ServerConnection) -> int | None:
 def _peer_is_trusted(ws: ServerConnection) -> bool:
     """SO_PEERCRED: the peer runs as root or as the daemon's own user."""
     return _peer_uid(ws) in (0, os.getuid())
+
+
+def _client_key(ws: ServerConnection) -> str | None:
+    """Who a connection counts against for the caps (API.md §1): its TCP address,
+    ``unix:UID`` for an untrusted Unix peer, None for a trusted one (never capped)."""
+    peer = ws.transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    uid = _peer_uid(ws)
+    if uid in (0, os.getuid()):
+        return None
+    return f"unix:{uid}" if uid is not None else "unix"
+
+
+async def _tcp_listeners(host: str, port: int) -> list[_ListeningSocket]:
+    """Bound TCP sockets for ``host``:``port``, as ``loop.create_server`` makes them: one
+    per address ``host`` resolves to (IPv6 ones v6-only), SO_REUSEADDR. With port 0 the
+    port picked for the first address is used for the others.
+
+    Raises:
+        OSError: the name does not resolve, or an address cannot be bound.
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    socks: list[_ListeningSocket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = _ListeningSocket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(socks) > 1:
+                address = (address[0], socks[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+@contextlib.contextmanager
+def _dir_lock(folder: Path, timeout: float = 5.0) -> Iterator[None]:
+    """Hold an exclusive flock on ``folder`` itself (no file of its own needed): daemons
+    sharing a runtime folder check, replace and remove the socket file one at a time.
+
+    Raises:
+        OSError: the folder cannot be opened.
+        StartupError: another process held the lock for ``timeout`` seconds.
+    """
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # Held by another daemon for a few system calls; never for long.
+                if time.monotonic() > deadline:
+                    raise StartupError(f"{folder} stays locked by another process") from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """Remove ``path`` if it is a socket file that nobody listens on.
+
+    Raises:
+        StartupError: it is not a socket, or a process listens on it.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise StartupError(f"{path} exists and is not a socket; not replacing it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)  # a full backlog answers EAGAIN at once: someone listens
+    try:
+        probe.connect(str(path))
+    except ConnectionRefusedError:  # left by a daemon that died: nobody listens
+        path.unlink()
+        logger.info("replacing the stale socket %s", path)
+        return
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    raise StartupError(
+        f"socket {path} is in use by another daemon (same runtime folder, another state folder?)"
+    )
 
 
 def _response(status: HTTPStatus, body: bytes, headers: dict[str, str]) -> Response:

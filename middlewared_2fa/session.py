@@ -1,32 +1,91 @@
-"""Per-connection session state: who is logged in, a pending OTP step, the transport."""
+"""Sessions and the session registry (API.md §9).
+
+Every connection has a :class:`Session`; an authenticated one has an :class:`Identity`
+(who, with which credential, at which assurance level, from which *credential
+generation*). The :class:`SessionRegistry` is the framework's single list of connections
+and re-login tokens. A change of a user's password, secret, roles, lock or existence
+bumps the user's generation in the same database transaction; the registry then ends
+every session and token of an older generation (:meth:`SessionRegistry.credentials_changed`),
+and a login that read the account before the change is refused when it registers
+(:meth:`SessionRegistry.login`): one mechanism, whatever the order of events.
+"""
 
 from __future__ import annotations
 
+import logging
 import secrets
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from middlewared_2fa import roles as _roles
+from middlewared_2fa.clock import Clock
 
-Credentials = Literal["LOGIN_PASSWORD", "LOGIN_TWOFACTOR", "TOKEN", "UNIX_SOCKET"]
+logger = logging.getLogger(__name__)
+
+Credentials = Literal[
+    "LOGIN_PASSWORD",
+    "LOGIN_TWOFACTOR",
+    "LOGIN_ONETIME_PASSWORD",
+    "API_KEY",
+    "TOKEN",
+    "UNIX_SOCKET",
+]
+Level = Literal["LEVEL_1", "LEVEL_2"]
+
+#: Live re-login tokens one session may hold; the oldest is dropped beyond that.
+TOKENS_PER_SESSION = 16
+#: Live tokens in all; expired ones are swept when this is reached, then the oldest go.
+MAX_TOKENS = 10000
+
+
+@dataclass(slots=True, frozen=True)
+class Proof:
+    """How a principal proved who it is: the credential of a login (API.md §9).
+
+    Attributes:
+        credentials: Credential type of the login that made it.
+        level: ``LEVEL_2`` after two factors (password + OTP), else ``LEVEL_1``.
+        login_id: Random id of that login (shown in ``credentials_data``).
+        login_at: Unix time of that login (s).
+    """
+
+    credentials: Credentials
+    level: Level
+    login_id: str
+    login_at: float
 
 
 @dataclass(slots=True)
 class Identity:
     """An authenticated principal.
 
-    ``user_id`` is None for the built-in root identity of the Unix socket.
+    Attributes:
+        user_id: The account's id; None for the built-in root of the Unix socket.
+        username: The account's name when the session began.
+        roles: The account's roles when the session began (a role change ends it).
+        credentials: Credential type of this session (``TOKEN`` for a token login).
+        level: Assurance level (a token inherits its parent's).
+        generation: The account's credential generation the login was checked against.
+        proof: This session's own login.
+        parent: For ``TOKEN``: the login the token descends from (never a token itself).
     """
 
     user_id: int | None
     username: str
     roles: list[str]
     credentials: Credentials
+    level: Level = "LEVEL_1"
+    generation: int = 0
+    proof: Proof | None = None
+    parent: Proof | None = None
     _granted: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Checked on every call and every forwarded event: expand once.
         self._granted = _roles.expand(self.roles)
+        if self.proof is None:
+            self.proof = Proof(self.credentials, self.level, secrets.token_hex(8), 0.0)
 
     @property
     def granted(self) -> frozenset[str]:
@@ -37,16 +96,26 @@ class Identity:
     def is_full_admin(self) -> bool:
         return _roles.FULL_ADMIN in self.roles
 
+    @property
+    def root(self) -> Proof:
+        """The login this identity ultimately rests on (the parent of a token session)."""
+        assert self.proof is not None
+        return self.parent or self.proof
+
 
 @dataclass(slots=True)
 class PendingOtp:
     """A password step that succeeded and waits for the OTP step (API.md §3).
 
-    ``retries`` counts wrong codes still allowed to answer OTP_REQUIRED (3 at first).
+    ``retries`` counts wrong codes still allowed to answer OTP_REQUIRED (3 at first);
+    ``generation`` is the account's credential generation at the password step and
+    ``expires`` the Unix time after which the step is gone (5 minutes).
     """
 
     user_id: int
     username: str
+    generation: int
+    expires: float
     retries: int = 3
 
 
@@ -55,15 +124,24 @@ class Session:
     """State of one WebSocket connection.
 
     Args:
-        address: Client address used for rate limiting (IP for TCP, ``unix`` otherwise).
+        address: Client address used for rate limiting (IP for TCP, ``unix:UID`` otherwise).
         transport: ``"tcp"`` or ``"unix"``.
+        origin: ``"127.0.0.1:PORT"`` or ``"UNIX_SOCKET uid N"`` (API.md §9).
+        secure: TLS or the Unix socket.
+        created_at: Unix time the connection was accepted (s).
     """
 
     address: str
     transport: Literal["tcp", "unix"]
-    id: str = field(default_factory=lambda: secrets.token_hex(8))
+    origin: str = ""
+    secure: bool = False
+    created_at: float = 0.0
+    id: str = field(default_factory=lambda: secrets.token_hex(16))
     identity: Identity | None = None
     pending_otp: PendingOtp | None = None
+    #: The generation of the secret this session set itself (user.renew_2fa_secret):
+    #: it may show that secret's QR code until anything else changes (API.md §9).
+    enrolled_generation: int | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -76,3 +154,295 @@ class Session:
     @property
     def username(self) -> str | None:
         return self.identity.username if self.identity else None
+
+
+class Endpoint(Protocol):
+    """What the registry needs from a connection (server.Connection)."""
+
+    session: Session
+
+    def set_identity(self, identity: Identity | None) -> None:
+        """Log the session in or out (the listener adjusts its limits)."""
+
+    def end(self) -> None:
+        """Close the connection: WebSocket close 1008 "session ended" (API.md §9)."""
+
+
+@dataclass(slots=True)
+class Token:
+    """A re-login token (``auth.generate_token`` or a reconnect token; API.md §3, §9).
+
+    Attributes:
+        user_id: The account (None: the Unix-socket root).
+        username: Its name when the token was made.
+        roles: Its roles then (a role change ends the token).
+        generation: The account's credential generation then.
+        parent: The login the token descends from; its level is the token's.
+        expires: Unix time after which it is void (s).
+        origin: Client address the token is bound to, or None (``match_origin=false``).
+        single_use: Spent by its first login.
+        session_id: The session that made it (its logout ends the token).
+    """
+
+    user_id: int | None
+    username: str
+    roles: list[str]
+    generation: int
+    parent: Proof
+    expires: float
+    origin: str | None
+    single_use: bool
+    session_id: str
+
+
+class StaleCredential(Exception):
+    """The account changed after the login read it: the login must answer AUTH_ERR."""
+
+
+class SessionRegistry:
+    """All connections and re-login tokens of the daemon (API.md §9).
+
+    Args:
+        clock: Time source (token expiry).
+        on_change: Called with ``("added"|"removed", session)`` when a session logs in
+            or ends (the ``auth.sessions`` event).
+    """
+
+    def __init__(
+        self, clock: Clock, on_change: Callable[[str, Session], None] | None = None
+    ) -> None:
+        self.clock = clock
+        self._endpoints: dict[str, Endpoint] = {}
+        self._tokens: dict[str, Token] = {}
+        #: user id -> the newest credential generation the registry was told about.
+        self._generations: dict[int, int] = {}
+        self.on_change = on_change
+
+    # -- connections -------------------------------------------------------------------
+
+    def add(self, endpoint: Endpoint) -> None:
+        """A new connection (not logged in yet, or the Unix-socket root)."""
+        self._endpoints[endpoint.session.id] = endpoint
+        if endpoint.session.identity is not None:
+            self._changed("added", endpoint.session)
+
+    def remove(self, endpoint: Endpoint) -> None:
+        """A closed connection. Its tokens stay (they exist to survive a reload)."""
+        if self._endpoints.pop(endpoint.session.id, None) is None:
+            return
+        if endpoint.session.identity is not None:
+            self._changed("removed", endpoint.session)
+
+    def sessions(self) -> Iterator[Session]:
+        """Every authenticated session."""
+        for endpoint in list(self._endpoints.values()):
+            if endpoint.session.identity is not None:
+                yield endpoint.session
+
+    def get(self, session_id: str) -> Session | None:
+        """The authenticated session ``session_id``, or None."""
+        endpoint = self._endpoints.get(session_id)
+        if endpoint is None or endpoint.session.identity is None:
+            return None
+        return endpoint.session
+
+    # -- logging in and out ------------------------------------------------------------
+
+    def login(self, endpoint: Endpoint, identity: Identity) -> None:
+        """Make ``identity`` the session's principal.
+
+        Raises:
+            StaleCredential: the account's credentials changed after ``identity`` was
+                built (its generation is older than one the registry has seen).
+        """
+        user_id = identity.user_id
+        if user_id is not None and identity.generation < self._generations.get(user_id, -1):
+            raise StaleCredential()
+        was = endpoint.session.identity
+        endpoint.session.pending_otp = None
+        endpoint.set_identity(identity)
+        if was is not None:
+            self._changed("removed", endpoint.session, was)
+        self._changed("added", endpoint.session)
+
+    def logout(self, endpoint: Endpoint) -> None:
+        """Log the session out (connection stays open); its tokens end."""
+        self.withdraw_tokens(endpoint.session.id)
+        was = endpoint.session.identity
+        endpoint.session.pending_otp = None
+        endpoint.set_identity(None)
+        if was is not None:
+            self._changed("removed", endpoint.session, was)
+
+    def end(self, session_id: str) -> bool:
+        """End session ``session_id``: logged out, its tokens withdrawn, its connection
+        closed (1008 "session ended"). False when there is no such session."""
+        endpoint = self._endpoints.get(session_id)
+        if endpoint is None or endpoint.session.identity is None:
+            return False
+        self.logout(endpoint)
+        endpoint.end()
+        return True
+
+    # -- credential changes ------------------------------------------------------------
+
+    def generation(self, user_id: int) -> int | None:
+        """The newest generation the registry was told about for ``user_id``, or None."""
+        return self._generations.get(user_id)
+
+    def credentials_changed(
+        self, user_id: int, generation: int, *, keep: Session | None = None
+    ) -> int:
+        """The account ``user_id`` is now at ``generation`` (bumped in the database,
+        already committed): every session, pending OTP step and token of an older
+        generation ends, except the session ``keep`` (the caller changing its own
+        password or secret), which moves to the new generation.
+
+        Use ``generation`` = a very large number for a deleted account.
+
+        Returns:
+            How many sessions were ended.
+        """
+        known = self._generations.get(user_id, -1)
+        self._generations[user_id] = max(known, generation)
+        generation = self._generations[user_id]
+        ended = 0
+        for endpoint in list(self._endpoints.values()):
+            session = endpoint.session
+            pending = session.pending_otp
+            if (
+                pending is not None
+                and pending.user_id == user_id
+                and pending.generation < generation
+            ):
+                session.pending_otp = None
+            identity = session.identity
+            if identity is None or identity.user_id != user_id or identity.generation >= generation:
+                continue
+            if keep is not None and session is keep:
+                identity.generation = generation
+                continue
+            self.logout(endpoint)
+            endpoint.end()
+            ended += 1
+        for key in [
+            k for k, t in self._tokens.items() if t.user_id == user_id and t.generation < generation
+        ]:
+            del self._tokens[key]
+        if ended:
+            logger.info("user id %s: %d session(s) ended by a credential change", user_id, ended)
+        return ended
+
+    # -- tokens ------------------------------------------------------------------------
+
+    def issue_token(
+        self,
+        session: Session,
+        ttl: float,
+        *,
+        origin: str | None,
+        single_use: bool,
+    ) -> str:
+        """A new re-login token for ``session``'s principal, valid ``ttl`` seconds.
+
+        A token made by a token session descends from the same parent login (tokens
+        never chain to tokens), with the same generation, so it ends with it.
+        """
+        identity = session.identity
+        assert identity is not None
+        now = self.clock.time()
+        mine = [k for k, t in self._tokens.items() if t.session_id == session.id]
+        for key in mine[: max(0, len(mine) - TOKENS_PER_SESSION + 1)]:  # oldest first
+            del self._tokens[key]
+        if len(self._tokens) >= MAX_TOKENS:
+            self._tokens = {k: t for k, t in self._tokens.items() if t.expires > now}
+            while len(self._tokens) >= MAX_TOKENS:
+                del self._tokens[next(iter(self._tokens))]
+        value = secrets.token_urlsafe(32)
+        self._tokens[value] = Token(
+            user_id=identity.user_id,
+            username=identity.username,
+            roles=list(identity.roles),
+            generation=identity.generation,
+            parent=identity.root,
+            expires=now + ttl,
+            origin=origin,
+            single_use=single_use,
+            session_id=session.id,
+        )
+        return value
+
+    def redeem_token(self, value: str, address: str) -> Token | None:
+        """The live token ``value`` usable from ``address`` (a single-use one is spent);
+        None when unknown, expired, withdrawn or bound to another address."""
+        token = self._tokens.get(value)
+        if token is None:
+            return None
+        if token.expires <= self.clock.time():
+            del self._tokens[value]
+            return None
+        if token.origin is not None and token.origin != address:
+            return None
+        if token.single_use:
+            del self._tokens[value]
+        return token
+
+    def withdraw_tokens(self, session_id: str) -> None:
+        """End every token made by session ``session_id``."""
+        for key in [k for k, t in self._tokens.items() if t.session_id == session_id]:
+            del self._tokens[key]
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _changed(self, msg: str, session: Session, identity: Identity | None = None) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(msg, session if identity is None else _snapshot(session, identity))
+        except Exception:
+            logger.exception("auth.sessions listener failed")
+
+
+def _snapshot(session: Session, identity: Identity) -> Session:
+    """A copy of ``session`` as it was with ``identity`` (for a "removed" event)."""
+    copy = Session(
+        address=session.address,
+        transport=session.transport,
+        origin=session.origin,
+        secure=session.secure,
+        created_at=session.created_at,
+        id=session.id,
+    )
+    copy.identity = identity
+    return copy
+
+
+def describe(session: Session, *, current: bool) -> dict[str, Any]:
+    """``AuthSessionsEntry`` of an authenticated ``session`` (API.md §9); datetimes are
+    Unix seconds here (the result model turns them into ``{"$date": ms}``)."""
+    identity = session.identity
+    assert identity is not None and identity.proof is not None
+    data: dict[str, Any] = {
+        "username": identity.username,
+        "login_id": identity.proof.login_id,
+        "login_at": identity.proof.login_at,
+    }
+    if identity.credentials == "TOKEN" and identity.parent is not None:
+        data["parent"] = {
+            "credentials": identity.parent.credentials,
+            "credentials_data": {
+                "username": identity.username,
+                "login_id": identity.parent.login_id,
+                "login_at": identity.parent.login_at,
+            },
+        }
+    return {
+        "id": session.id,
+        "current": current,
+        "internal": False,
+        "origin": session.origin,
+        "credentials": identity.credentials,
+        "credentials_data": data,
+        "created_at": session.created_at,
+        "secure_transport": session.secure,
+    }

@@ -1,9 +1,15 @@
-"""``auth.*``: the login flow with its OTP step, sessions, re-login tokens (API.md §3).
+"""``auth.*``: the login flow with its OTP step, account throttling, re-login tokens and
+the session methods (API.md §3, §9).
 
 The flow: ``login_ex(PASSWORD_PLAIN)`` answers SUCCESS, or OTP_REQUIRED when global 2FA is
 on and the user has a secret; then ``login_ex_continue(OTP_TOKEN)`` (or ``login_ex``)
-answers SUCCESS, OTP_REQUIRED again (3 retries) or AUTH_ERR. Unknown user, wrong
-password and locked account give the same AUTH_ERR after the same delay.
+answers SUCCESS (``LEVEL_2``), OTP_REQUIRED again (3 retries) or AUTH_ERR. Unknown user,
+wrong password and locked account give the same AUTH_ERR after the same delay.
+
+Every login ends in :meth:`AuthService._establish`, which re-reads the account and hands
+the identity to the framework's session registry with the credential generation it was
+checked against: a password, secret, role, lock or deletion change that landed while the
+login was in flight makes it AUTH_ERR (API.md §9).
 """
 
 from __future__ import annotations
@@ -11,14 +17,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from middlewared_2fa.api import CallContext, Service, api_method
 from middlewared_2fa.crypto import verify_password
-from middlewared_2fa.datastore.repositories import UserRow
-from middlewared_2fa.errors import EBUSY, EINVAL, CallError
+from middlewared_2fa.datastore.repositories import ThrottleRow, UserRow
+from middlewared_2fa.errors import EBUSY, EINVAL, EPERM, CallError
+from middlewared_2fa.filters import filter_list
 from middlewared_2fa.log import redact
+from middlewared_2fa.roles import has_any, holds_all
 from middlewared_2fa.schema.auth import (
     AuthGenerateTokenArgs,
     AuthLoginArgs,
@@ -29,35 +38,176 @@ from middlewared_2fa.schema.auth import (
     AuthLogoutArgs,
     AuthMeArgs,
     AuthMeResult,
+    AuthSessionsArgs,
+    AuthSessionsEntry,
+    AuthSessionsResult,
+    AuthTerminateOtherSessionsArgs,
+    AuthTerminateSessionArgs,
     OtpToken,
     PasswordPlain,
     TokenPlain,
 )
-from middlewared_2fa.schema.common import BoolResult, StrResult
-from middlewared_2fa.session import Identity, PendingOtp
+from middlewared_2fa.schema.common import BoolResult, QueryOptions, StrResult
+from middlewared_2fa.session import (
+    Credentials,
+    Identity,
+    Level,
+    PendingOtp,
+    Proof,
+    Session,
+    StaleCredential,
+    describe,
+)
 
 logger = logging.getLogger(__name__)
 
-OTP_LOCKOUT_ALERT = "OTPLockout"
+THROTTLED_ALERT = "AuthThrottled"
+LOCKED_ALERT = "AccountLocked"
+#: A pending OTP step lives this long after its password step (API.md §3), seconds.
+PENDING_OTP_TTL = 300.0
+#: Lifetime of a reconnect token (API.md §3), seconds.
+RECONNECT_TOKEN_TTL = 600.0
+#: Names that are not accounts whose failures are remembered (oldest forgotten first).
+UNKNOWN_NAMES = 4096
+#: First cool-down (s); it doubles with every further failure (API.md §3).
+BASE_COOLDOWN = 30.0
+
+_DESCRIPTIONS: dict[str, str] = {
+    "LOGIN_PASSWORD": "password login",
+    "LOGIN_TWOFACTOR": "password and OTP login",
+    "TOKEN": "token login",
+}
 
 
 @dataclass(slots=True)
-class _Failures:
-    count: int = 0
-    locked_until: float = 0.0
+class _Count:
+    failures: int = 0
+    cooldown_until: float = 0.0
+    #: What the database holds: a write is needed only when it differs.
+    stored: tuple[int, float] = (0, 0.0)
 
 
 @dataclass(slots=True)
-class _Token:
-    user_id: int | None
-    username: str
-    roles: list[str]
-    expires: float
-    session_id: str
+class Attempt:
+    """One authentication attempt, counted as a failure from the moment it starts
+    (so that concurrent attempts cannot all pass the cool-down check before any is
+    counted) until :meth:`AccountThrottle.refund` or :meth:`AccountThrottle.reset`."""
+
+    key: int | str
+    count: _Count
+    failures: int
+    previous_until: float
+    set_until: float | None
+    settled: bool = False
+
+    @property
+    def started_cooldown(self) -> bool:
+        return self.set_until is not None
 
 
-#: Live re-login tokens one session may hold; the oldest is dropped beyond that.
-TOKENS_PER_SESSION = 16
+class AccountThrottle:
+    """Consecutive failed authentications per account (NIST SP 800-63B §5.2.2, API.md §3).
+
+    Accounts (keyed by user id) are counted in memory and stored in the ``auth_throttle``
+    table after each change, so the count is shared by every connection and address
+    and survives a restart; names that are not accounts are counted the same way in a
+    bounded in-memory table, so the answers do not tell which names exist.
+
+    From the ``after``-th consecutive failure on, the account cools down for
+    ``min(30 s * 2^(n - after), longest)``; during a cool-down every attempt is refused
+    (EBUSY) without being checked or counted.
+    """
+
+    def __init__(self, service: AuthService) -> None:
+        self.service = service
+        self._accounts: dict[int, _Count] = {}
+        self._names: OrderedDict[str, _Count] = OrderedDict()
+
+    async def load(self) -> None:
+        """Read the stored counts (at start-up)."""
+        for row in await self.service.middleware.repos.throttle.list():
+            stored = (row.failures, row.cooldown_until)
+            self._accounts[row.user_id] = _Count(row.failures, row.cooldown_until, stored)
+
+    def failures(self, key: int | str) -> int:
+        """Consecutive failures counted for ``key`` (a user id or an unknown name)."""
+        count = self._accounts.get(key) if isinstance(key, int) else self._names.get(key)
+        return count.failures if count else 0
+
+    def _count(self, key: int | str) -> _Count:
+        if isinstance(key, int):
+            return self._accounts.setdefault(key, _Count())
+        count = self._names.pop(key, None) or _Count()
+        self._names[key] = count  # most recent last
+        while len(self._names) > UNKNOWN_NAMES:
+            self._names.popitem(last=False)
+        return count
+
+    def begin(self, key: int | str) -> Attempt:
+        """Start an attempt for ``key``: refused during a cool-down, else counted now.
+
+        Raises:
+            CallError: EBUSY "Rate Limit Exceeded" while ``key`` cools down.
+        """
+        settings = self.service.middleware.settings
+        now = self.service.middleware.clock.time()
+        count = self._count(key)
+        if count.cooldown_until > now:
+            raise CallError("Rate Limit Exceeded", EBUSY)
+        previous = count.cooldown_until
+        count.failures += 1
+        set_until: float | None = None
+        if count.failures >= settings.auth_throttle_after:
+            exponent = min(count.failures - settings.auth_throttle_after, 32)
+            set_until = now + min(BASE_COOLDOWN * 2**exponent, settings.auth_throttle_max)
+            count.cooldown_until = set_until
+        return Attempt(key, count, count.failures, previous, set_until)
+
+    def refund(self, attempt: Attempt) -> None:
+        """The attempt was not a failure after all (a right password that leads to the
+        OTP step, or one that could not be checked): take it back."""
+        if attempt.settled:
+            return
+        attempt.settled = True
+        count = attempt.count
+        count.failures = max(0, count.failures - 1)
+        if attempt.set_until is not None and count.cooldown_until == attempt.set_until:
+            count.cooldown_until = attempt.previous_until
+        self._persist_soon(attempt.key)
+
+    async def reset(self, key: int | str) -> None:
+        """A completed login (or an administrator's unlock): the count starts again."""
+        count = self._count(key)
+        count.failures, count.cooldown_until = 0, 0.0
+        await self.persist(key)
+        if isinstance(key, int) and count.stored == (0, 0.0):
+            self._accounts.pop(key, None)
+
+    async def persist(self, key: int | str) -> None:
+        """Store the count of an account (names that are not accounts stay in memory)."""
+        if not isinstance(key, int):
+            return
+        count = self._accounts.get(key)
+        if count is None:
+            return
+        values = (count.failures, count.cooldown_until)
+        if values == count.stored:  # nothing new (a login that had no failures before)
+            return
+        count.stored = values
+        try:
+            await self.service.middleware.repos.throttle.put(ThrottleRow(key, *values))
+        except Exception:
+            count.stored = (-1, -1.0)  # unknown: write again next time
+            logger.exception("cannot store the failure count of user id %s", key)
+
+    def _persist_soon(self, key: int | str) -> None:
+        count = self._accounts.get(key) if isinstance(key, int) else None
+        if count is not None and (count.failures, count.cooldown_until) != count.stored:
+            self.service.middleware.spawn(self.persist(key), "store failure count")
+
+    def forget(self, user_id: int) -> None:
+        """The account was deleted."""
+        self._accounts.pop(user_id, None)
 
 
 class AuthService(Service):
@@ -66,24 +216,40 @@ class AuthService(Service):
 
     def __init__(self, middleware: Any) -> None:
         super().__init__(middleware)
-        self._failures: dict[int, _Failures] = {}
-        self._tokens: dict[str, _Token] = {}
+        self.throttle = AccountThrottle(self)
 
-    # -- API -------------------------------------------------------------------------
+    async def setup(self) -> None:
+        self.middleware.events.declare(
+            "auth.sessions", ["AUTH_SESSIONS_READ"], owner_field="__owner__"
+        )
+        self.middleware.sessions.on_change = self._session_changed
+        await self.throttle.load()
 
-    @api_method(AuthLoginExArgs, AuthLoginExResult, auth="none")
+    def _session_changed(self, msg: str, session: Session) -> None:
+        identity = session.identity
+        if identity is None:
+            return
+        fields = describe(session, current=False)
+        self.middleware.events.emit(
+            "auth.sessions", msg, session.id, _event_fields(fields), owner=identity.user_id
+        )
+
+    # -- API: logging in -------------------------------------------------------------
+
+    @api_method(AuthLoginExArgs, AuthLoginExResult, auth="none", rate_limit="always")
     async def login_ex(
         self, ctx: CallContext, login_data: PasswordPlain | OtpToken | TokenPlain
     ) -> dict[str, Any]:
         """Log in. ``login_data.mechanism``: PASSWORD_PLAIN, OTP_TOKEN or TOKEN_PLAIN.
 
         Returns:
-            ``{response_type: "SUCCESS", user_info, authenticator: "LEVEL_1"}``,
+            ``{response_type: "SUCCESS", user_info, authenticator, reconnect_token}``,
             ``{response_type: "OTP_REQUIRED", username}`` or ``{response_type: "AUTH_ERR"}``.
 
         Raises:
             CallError: EINVAL for OTP_TOKEN without a pending step; EBUSY while the
-                user is cooling down after too many wrong codes, or over the rate limit.
+                account cools down after repeated failures, when the password-hashing
+                queue is full, or over the per-address rate limit.
         """
         if isinstance(login_data, PasswordPlain):
             return await self._password(ctx, login_data)
@@ -91,7 +257,9 @@ class AuthService(Service):
             return await self._otp(ctx, login_data)
         return await self._token(ctx, login_data)
 
-    @api_method(AuthLoginExContinueArgs, AuthLoginExContinueResult, auth="none")
+    @api_method(
+        AuthLoginExContinueArgs, AuthLoginExContinueResult, auth="none", rate_limit="always"
+    )
     async def login_ex_continue(self, ctx: CallContext, login_data: OtpToken) -> dict[str, Any]:
         """The OTP step after OTP_REQUIRED: ``{mechanism: "OTP_TOKEN", otp_token}``.
 
@@ -99,7 +267,7 @@ class AuthService(Service):
         """
         return await self._otp(ctx, login_data)
 
-    @api_method(AuthLoginArgs, BoolResult, auth="none")
+    @api_method(AuthLoginArgs, BoolResult, auth="none", rate_limit="always")
     async def login(
         self, ctx: CallContext, username: str, password: str, otp_token: str | None
     ) -> bool:
@@ -118,40 +286,104 @@ class AuthService(Service):
 
     @api_method(AuthMeArgs, AuthMeResult, roles=[])
     async def me(self, ctx: CallContext) -> dict[str, Any]:
-        """The logged-in user: ``{pw_name, full_name, roles, account_attributes,
+        """The logged-in user: ``{id, pw_name, full_name, roles, account_attributes,
         credentials, two_factor_config}`` (no secret, no URI)."""
         assert ctx.session.identity is not None
         return await self.me_for(ctx.session.identity)
 
     @api_method(AuthGenerateTokenArgs, StrResult, roles=[])
-    async def generate_token(self, ctx: CallContext, ttl: int) -> str:
-        """A single-use token for TOKEN_PLAIN re-login, valid ``ttl`` seconds (10..86400)."""
-        identity = ctx.session.identity
-        assert identity is not None
-        now = self.middleware.clock.time()
-        session_id = ctx.session.id
-        mine = [k for k, t in self._tokens.items() if t.session_id == session_id]
-        for key in mine[: max(0, len(mine) - TOKENS_PER_SESSION + 1)]:  # oldest first
-            del self._tokens[key]
-        if len(self._tokens) > 1024:  # expired tokens are swept now and then, not per call
-            self._tokens = {k: t for k, t in self._tokens.items() if t.expires > now}
-        token = secrets.token_urlsafe(32)
-        redact(token)
-        self._tokens[token] = _Token(
-            identity.user_id, identity.username, list(identity.roles), now + ttl, session_id
+    async def generate_token(
+        self,
+        ctx: CallContext,
+        ttl: int | None,
+        attrs: dict[str, Any],
+        match_origin: bool,
+        single_use: bool,
+    ) -> str:
+        """A re-login token for TOKEN_PLAIN (TrueNAS shape, API.md §3, §9).
+
+        Args:
+            ttl: Lifetime in seconds, 10..86400; null means 600.
+            attrs: Accepted and ignored (TrueNAS clients send it).
+            match_origin: Usable only from this client address.
+            single_use: Spent by its first login.
+
+        The token descends from this session's login (a token session's token from the
+        same parent login) and ends with it: at logout or termination of this session,
+        and at any change of the account's credentials.
+        """
+        token = self.middleware.sessions.issue_token(
+            ctx.session,
+            600 if ttl is None else ttl,
+            origin=ctx.session.address if match_origin else None,
+            single_use=single_use,
         )
+        redact(token)
         return token
 
     @api_method(AuthLogoutArgs, BoolResult, roles=[])
     async def logout(self, ctx: CallContext) -> bool:
-        """End the session's login; the connection stays open. Returns true."""
+        """End the session's login; the connection stays open and the tokens this
+        session made end. Returns true."""
         await self.middleware.audit(
             "AUTHENTICATION", ctx.session, success=True, description="logout"
         )
-        ctx.session.pending_otp = None
-        # Logging out also withdraws the re-login tokens this session handed out.
-        self._tokens = {k: t for k, t in self._tokens.items() if t.session_id != ctx.session.id}
-        self._set_identity(ctx, None)
+        if ctx.connection is not None:
+            self.middleware.sessions.logout(ctx.connection)
+        else:
+            ctx.session.identity = None
+        return True
+
+    # -- API: sessions ------------------------------------------------------------------
+
+    @api_method(AuthSessionsArgs, AuthSessionsResult, roles=[])
+    async def sessions(
+        self, ctx: CallContext, filters: list[list[Any]], options: QueryOptions
+    ) -> Any:
+        """``[AuthSessionsEntry]`` (TrueNAS shape, API.md §9): every session with
+        AUTH_SESSIONS_READ, else the caller's own user's sessions. Filters and options
+        as ``user.query``."""
+        identity = ctx.session.identity
+        assert identity is not None
+        everyone = has_any(identity.granted, ["AUTH_SESSIONS_READ"])
+        entries = [
+            describe(s, current=s is ctx.session)
+            for s in self.middleware.sessions.sessions()
+            if everyone or _same_user(s, identity)
+        ]
+        return filter_list(entries, filters, options)
+
+    @api_method(AuthTerminateSessionArgs, BoolResult, roles=[], audit=True)
+    async def terminate_session(self, ctx: CallContext, id: str) -> bool:
+        """End session ``id`` (API.md §9): its connection is closed (1008) and the tokens
+        it made end. Own sessions, or AUTH_SESSIONS_WRITE within the role guard.
+
+        Returns:
+            False for an unknown id (or another user's session without AUTH_SESSIONS_WRITE).
+
+        Raises:
+            CallError: EPERM for a session of a user whose roles the caller does not hold.
+        """
+        identity = ctx.session.identity
+        assert identity is not None
+        target = self.middleware.sessions.get(id)
+        if target is None or target.identity is None:
+            return False
+        if not _same_user(target, identity):
+            if not has_any(identity.granted, ["AUTH_SESSIONS_WRITE"]):
+                return False
+            if not holds_all(identity.granted, target.identity.roles):
+                raise CallError("You may end only sessions of users whose roles you hold", EPERM)
+        return self.middleware.sessions.end(id)
+
+    @api_method(AuthTerminateOtherSessionsArgs, BoolResult, roles=[], audit=True)
+    async def terminate_other_sessions(self, ctx: CallContext) -> bool:
+        """End every other session of the caller's user (API.md §9). Returns true."""
+        identity = ctx.session.identity
+        assert identity is not None
+        for session in list(self.middleware.sessions.sessions()):
+            if session is not ctx.session and _same_user(session, identity):
+                self.middleware.sessions.end(session.id)
         return True
 
     # -- the steps -------------------------------------------------------------------
@@ -168,19 +400,38 @@ class AuthService(Service):
             )
             session.pending_otp = None
         user = await self.middleware.repos.users.get_by_name(data.username)
+        # Counted before the first await that follows: concurrent guesses cannot all
+        # pass the cool-down check (API.md §3).
+        attempt = self.throttle.begin(user.id if user is not None else data.username)
         usable = user is not None and not user.locked
-        ok = await asyncio.to_thread(
-            verify_password, user.password_hash if usable and user else None, data.password
-        )
+        try:
+            ok = await self.middleware.hashing.run(
+                session.address,
+                verify_password,
+                user.password_hash if usable and user else None,
+                data.password,
+            )
+        except BaseException:
+            self.throttle.refund(attempt)  # the queue was full: nothing was checked
+            raise
         if not ok or user is None:
-            await self._fail(ctx, data.username, "wrong username or password, or account locked")
+            await self._failed(
+                ctx, attempt, user, data.username, "wrong username or password, or account locked"
+            )
             return {"response_type": "AUTH_ERR"}
         # Only a verified password is worth masking: registering every attempt would let
         # anyone blank out chosen words in the log (the registry is bounded and FIFO).
         redact(data.password)
         config = await self.middleware.service("auth.twofactor").get_config()
         if config.enabled and user.totp_secret is not None:
-            session.pending_otp = PendingOtp(user.id, user.username)
+            # A right password that leads to the OTP step neither counts nor resets.
+            self.throttle.refund(attempt)
+            session.pending_otp = PendingOtp(
+                user.id,
+                user.username,
+                user.generation,
+                self.middleware.clock.time() + PENDING_OTP_TTL,
+            )
             await self.middleware.audit(
                 "AUTHENTICATION",
                 session,
@@ -188,62 +439,58 @@ class AuthService(Service):
                 username=user.username,
                 description="password accepted; OTP required",
             )
-            return {"response_type": "OTP_REQUIRED", "username": user.username}
-        return await self._succeed(ctx, user, "LOGIN_PASSWORD", data.login_options.user_info)
+            return {"response_type": "OTP_REQUIRED", "username": data.username}
+        return await self._establish(
+            ctx,
+            user,
+            attempt,
+            credentials="LOGIN_PASSWORD",
+            level="LEVEL_1",
+            generation=user.generation,
+            options=data.login_options,
+        )
 
     async def _otp(self, ctx: CallContext, data: OtpToken) -> dict[str, Any]:
         session = ctx.session
         pending = session.pending_otp
+        if pending is not None and pending.expires <= self.middleware.clock.time():
+            session.pending_otp = pending = None
         if pending is None:
             raise CallError("OTP_TOKEN: no authentication in progress", EINVAL)
-        settings = self.middleware.settings
-        now = self.middleware.clock.time()
-        failures = self._failures.setdefault(pending.user_id, _Failures())
-        if failures.locked_until and failures.locked_until <= now:  # cool-down over
-            failures.count, failures.locked_until = 0, 0.0
-        if failures.locked_until > now or failures.count >= settings.otp_failure_limit:
-            await self.middleware.audit(
-                "AUTHENTICATION",
-                session,
-                success=False,
-                username=pending.username,
-                description="OTP refused: too many failed attempts (cool-down)",
-            )
-            raise CallError("Too many failed OTP attempts; try again later", EBUSY)
-        # Spend this attempt before the first await: codes sent at the same time (a batch,
-        # many connections) must not all pass the checks above before any is counted.
+        attempt = self.throttle.begin(pending.user_id)  # EBUSY in a cool-down; step kept
+        # Spend this code's retry before the first await, for the same reason.
         pending.retries -= 1
-        failures.count += 1
         last_try = pending.retries < 0
         if last_try:
             session.pending_otp = None
         user = await self.middleware.repos.users.get(pending.user_id)
-        if user is None or user.locked or user.totp_secret is None:
-            # Deleted, locked or 2FA removed meanwhile: start over.
-            failures.count -= 1
+        if (
+            user is None
+            or user.locked
+            or user.totp_secret is None
+            or user.generation != pending.generation
+        ):
+            # The account changed since the password step: the step is void (API.md §3).
+            self.throttle.refund(attempt)
             if session.pending_otp is pending:
                 session.pending_otp = None
-            await self._fail(ctx, pending.username, "account changed during the OTP step")
-            return {"response_type": "AUTH_ERR"}
+            raise CallError("OTP_TOKEN: no authentication in progress", EINVAL)
         check = await self.middleware.service("auth.twofactor").check_code(user, data.otp_token)
         if check.ok and (session.pending_otp is pending or last_try):
-            self._failures.pop(user.id, None)
             session.pending_otp = None
-            return await self._succeed(ctx, user, "LOGIN_TWOFACTOR", data.login_options.user_info)
-        if check.ok:  # a new password step abandoned this one meanwhile
-            failures.count -= 1
-            await self._fail(ctx, user.username, "OTP step abandoned before it finished")
-            return {"response_type": "AUTH_ERR"}
-        if failures.count >= settings.otp_failure_limit and failures.locked_until <= now:
-            failures.locked_until = now + settings.otp_lockout
-            logger.warning("user %s: OTP cool-down after repeated failures", user.username)
-            self.middleware.service("alert").raise_alert(
-                OTP_LOCKOUT_ALERT,
-                "WARNING",
-                f"Too many failed one-time codes for user {user.username!r}; "
-                f"OTP logins refused for {settings.otp_lockout:g} s.",
-                key=user.username,
+            return await self._establish(
+                ctx,
+                user,
+                attempt,
+                credentials="LOGIN_TWOFACTOR",
+                level="LEVEL_2",
+                generation=pending.generation,
+                options=data.login_options,
             )
+        if check.ok:  # a new password step abandoned this one meanwhile
+            self.throttle.refund(attempt)
+            await self._fail_quietly(ctx, user.username, "OTP step abandoned before it finished")
+            return {"response_type": "AUTH_ERR"}
         description = f"wrong OTP ({check.reason})"
         hint = await self._clock_hint()
         if hint:
@@ -251,59 +498,195 @@ class AuthService(Service):
         if last_try or session.pending_otp is not pending:
             if session.pending_otp is pending:
                 session.pending_otp = None
-            await self._fail(ctx, user.username, description + "; retries exhausted")
+            await self._failed(
+                ctx, attempt, user, user.username, description + "; retries exhausted"
+            )
             return {"response_type": "AUTH_ERR"}
-        await self._fail(ctx, user.username, description)
-        return {"response_type": "OTP_REQUIRED", "username": user.username}
+        await self._failed(ctx, attempt, user, user.username, description)
+        return {"response_type": "OTP_REQUIRED", "username": pending.username}
 
     async def _token(self, ctx: CallContext, data: TokenPlain) -> dict[str, Any]:
-        token = self._tokens.pop(data.token, None)
-        now = self.middleware.clock.time()
-        if token is None or token.expires <= now:
-            await self._fail(ctx, None, "invalid or expired token")
+        registry = self.middleware.sessions
+        token = registry.redeem_token(data.token, ctx.session.address)
+        if token is None:
+            await self._fail_quietly(ctx, None, "invalid, expired or withdrawn token")
             return {"response_type": "AUTH_ERR"}
         ctx.session.pending_otp = None
-        if token.user_id is None:
-            identity = Identity(None, token.username, token.roles, "TOKEN")
-            self._set_identity(ctx, identity)
+        if token.user_id is None:  # a token of the Unix-socket root
+            identity = Identity(
+                None,
+                token.username,
+                token.roles,
+                "TOKEN",
+                level=token.parent.level,
+                proof=self._proof("TOKEN", token.parent.level),
+                parent=token.parent,
+            )
+            self._log_in(ctx, identity)
             await self.middleware.audit(
                 "AUTHENTICATION", ctx.session, success=True, description="token login"
             )
-            return {
-                "response_type": "SUCCESS",
-                "user_info": await self.me_for(identity) if data.login_options.user_info else None,
-                "authenticator": "LEVEL_1",
-            }
+            return await self._success(ctx, identity, data.login_options)
         user = await self.middleware.repos.users.get(token.user_id)
-        if user is None or user.locked:
-            await self._fail(ctx, token.username, "token of a removed or locked account")
+        if user is None or user.locked or user.generation != token.generation:
+            await self._fail_quietly(
+                ctx, token.username, "token of a changed, removed or locked account"
+            )
             return {"response_type": "AUTH_ERR"}
-        return await self._succeed(ctx, user, "TOKEN", data.login_options.user_info)
+        if token.parent.level != "LEVEL_2" and await self._second_factor_applies(user):
+            # The parent login no longer satisfies the user (API.md §9): e.g. a
+            # password-only session from before the user had a secret under global 2FA.
+            await self._fail_quietly(
+                ctx, user.username, "token of a login without the second factor now required"
+            )
+            return {"response_type": "AUTH_ERR"}
+        return await self._establish(
+            ctx,
+            user,
+            None,
+            credentials="TOKEN",
+            level=token.parent.level,
+            generation=token.generation,
+            options=data.login_options,
+            parent=token.parent,
+        )
 
     # -- helpers ---------------------------------------------------------------------
 
-    async def _succeed(
-        self, ctx: CallContext, user: UserRow, credentials: Any, user_info: bool
+    async def _second_factor_applies(self, user: UserRow) -> bool:
+        config = await self.middleware.service("auth.twofactor").get_config()
+        return bool(config.enabled and user.totp_secret is not None)
+
+    def _proof(self, credentials: Credentials, level: Level) -> Proof:
+        return Proof(credentials, level, secrets.token_hex(8), self.middleware.clock.time())
+
+    def _log_in(self, ctx: CallContext, identity: Identity) -> None:
+        """Hand ``identity`` to the registry. Raises StaleCredential."""
+        if ctx.connection is not None:
+            self.middleware.sessions.login(ctx.connection, identity)
+        else:
+            ctx.session.identity = identity
+
+    async def _establish(
+        self,
+        ctx: CallContext,
+        user: UserRow,
+        attempt: Any,
+        *,
+        credentials: Credentials,
+        level: Level,
+        generation: int,
+        options: Any,
+        parent: Proof | None = None,
     ) -> dict[str, Any]:
-        identity = Identity(user.id, user.username, list(user.roles), credentials)
-        self._set_identity(ctx, identity)
+        """Finish a login of ``user`` checked against credential ``generation``.
+
+        The account is read again here (the checks before took hash time) and the
+        registry refuses a generation older than one it has seen: a change of the
+        password, secret, roles, lock or the deletion of the account that landed while
+        this login was in flight gives AUTH_ERR, never a session with the old state.
+        """
+        fresh = await self.middleware.repos.users.get(user.id)
+        identity: Identity | None = None
+        if fresh is not None and not fresh.locked and fresh.generation == generation:
+            identity = Identity(
+                fresh.id,
+                fresh.username,
+                list(fresh.roles),
+                credentials,
+                level=level,
+                generation=generation,
+                proof=self._proof(credentials, level),
+                parent=parent,
+            )
+            try:
+                self._log_in(ctx, identity)
+            except StaleCredential:
+                identity = None
+        if identity is None:
+            if attempt is not None:
+                self.throttle.refund(attempt)
+            await self._fail_quietly(ctx, user.username, "account changed during the login")
+            return {"response_type": "AUTH_ERR"}
+        await self.throttle.reset(user.id)
+        await self.middleware.audit(
+            "AUTHENTICATION", ctx.session, success=True, description=_DESCRIPTIONS[credentials]
+        )
+        return await self._success(ctx, identity, options)
+
+    async def _success(self, ctx: CallContext, identity: Identity, options: Any) -> dict[str, Any]:
+        reconnect: str | None = None
+        if options.reconnect_token:
+            reconnect = self.middleware.sessions.issue_token(
+                ctx.session, RECONNECT_TOKEN_TTL, origin=ctx.session.address, single_use=True
+            )
+            redact(reconnect)
+        return {
+            "response_type": "SUCCESS",
+            "user_info": await self.me_for(identity) if options.user_info else None,
+            "authenticator": identity.level,
+            "reconnect_token": reconnect,
+        }
+
+    async def _failed(
+        self,
+        ctx: CallContext,
+        attempt: Attempt,
+        user: UserRow | None,
+        username: str,
+        description: str,
+    ) -> None:
+        """A failed authentication of an account (or of a name that is not one): stays
+        counted; starts a cool-down or locks the account at the thresholds (API.md §3)."""
+        attempt.settled = True
+        settings = self.middleware.settings
+        alerts = self.middleware.service("alert")
+        if user is not None:
+            await self.throttle.persist(user.id)
+            if attempt.started_cooldown:
+                seconds = (attempt.set_until or 0) - self.middleware.clock.time()
+                logger.warning(
+                    "user %s: %d consecutive failed logins; cooling down for %.0f s",
+                    user.username,
+                    attempt.failures,
+                    seconds,
+                )
+                alerts.raise_alert(
+                    THROTTLED_ALERT,
+                    "WARNING",
+                    f"{attempt.failures} consecutive failed authentications of user "
+                    f"{user.username!r}; its logins are refused for {seconds:.0f} s.",
+                    key=user.username,
+                )
+            if attempt.failures >= settings.auth_lock_after:
+                await self._lock(ctx, user, attempt.failures)
+        await self._fail_quietly(ctx, username if user is None else user.username, description)
+
+    async def _lock(self, ctx: CallContext, user: UserRow, failures: int) -> None:
+        generation = await self.middleware.repos.users.lock(user.id)
+        if generation is None:
+            return  # locked already (or deleted)
+        self.middleware.sessions.credentials_changed(user.id, generation)
+        logger.warning("user %s locked after %d consecutive failures", user.username, failures)
+        self.middleware.service("alert").raise_alert(
+            LOCKED_ALERT,
+            "CRITICAL",
+            f"User {user.username!r} was locked after {failures} consecutive failed "
+            "authentications; an administrator can unlock it (user.update locked: false).",
+            key=user.username,
+        )
         await self.middleware.audit(
             "AUTHENTICATION",
             ctx.session,
-            success=True,
-            description={
-                "LOGIN_PASSWORD": "password login",
-                "LOGIN_TWOFACTOR": "password and OTP login",
-                "TOKEN": "token login",
-            }[credentials],
+            success=False,
+            username=user.username,
+            description=f"account locked after {failures} consecutive failures",
         )
-        return {
-            "response_type": "SUCCESS",
-            "user_info": await self.me_for(identity) if user_info else None,
-            "authenticator": "LEVEL_1",
-        }
+        row = await self.middleware.repos.users.get(user.id)
+        if row is not None:
+            self.middleware.service("user").emit_changed(row)
 
-    async def _fail(self, ctx: CallContext, username: str | None, description: str) -> None:
+    async def _fail_quietly(self, ctx: CallContext, username: str | None, description: str) -> None:
         await self.middleware.audit(
             "AUTHENTICATION",
             ctx.session,
@@ -317,13 +700,14 @@ class AuthService(Service):
         sync = self.middleware.services.get("system.time_sync")
         if sync is None:
             return None
-        return await sync.skew_hint()
+        hint: str | None = await sync.skew_hint()
+        return hint
 
-    def _set_identity(self, ctx: CallContext, identity: Identity | None) -> None:
-        if ctx.connection is not None and hasattr(ctx.connection, "set_identity"):
-            ctx.connection.set_identity(identity)
-        else:
-            ctx.session.identity = identity
+    # -- for other services ----------------------------------------------------------
+
+    async def reset_failures(self, user_id: int) -> None:
+        """Forget ``user_id``'s failure count (an administrator unlocked the account)."""
+        await self.throttle.reset(user_id)
 
     async def me_for(self, identity: Identity) -> dict[str, Any]:
         """``auth.me`` for ``identity``."""
@@ -335,6 +719,7 @@ class AuthService(Service):
         )
         configured = bool(user and user.totp_secret)
         return {
+            "id": identity.user_id,
             "pw_name": identity.username,
             "full_name": user.full_name if user else identity.username,
             "roles": list(user.roles if user else identity.roles),
@@ -348,3 +733,14 @@ class AuthService(Service):
                 "setup_required": config.enabled and user is not None and not configured,
             },
         }
+
+
+def _same_user(session: Session, identity: Identity) -> bool:
+    other = session.identity
+    return other is not None and other.user_id == identity.user_id
+
+
+def _event_fields(entry: dict[str, Any]) -> dict[str, Any]:
+    """An AuthSessionsEntry as it goes on the wire (datetimes as ``{"$date": ms}``)."""
+    dumped: dict[str, Any] = AuthSessionsEntry.model_validate(entry).model_dump(mode="json")
+    return dumped

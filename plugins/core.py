@@ -29,7 +29,7 @@ class CoreService(Service):
         """Liveness check; returns ``"pong"``."""
         return "pong"
 
-    @api_method(CoreSetOptionsArgs, NullResult, auth="none")
+    @api_method(CoreSetOptionsArgs, NullResult, auth="none", rate_limit="exempt")
     async def set_options(self, ctx: CallContext, options: dict[str, Any]) -> None:
         """Accept and ignore TrueNAS client options (``legacy_jobs``, ``py_exceptions``...)."""
         return None

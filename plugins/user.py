@@ -21,6 +21,8 @@ from middlewared_2fa.api import CallContext, Service, api_method
 from middlewared_2fa.crypto import hash_password
 from middlewared_2fa.datastore.repositories import UserRow
 from middlewared_2fa.errors import (
+    EACCES,
+    EBUSY,
     EINVAL,
     ENOENT,
     EPERM,
@@ -31,7 +33,7 @@ from middlewared_2fa.errors import (
 )
 from middlewared_2fa.filters import filter_list
 from middlewared_2fa.log import redact
-from middlewared_2fa.roles import has_any
+from middlewared_2fa.roles import has_any, holds_all
 from middlewared_2fa.schema.common import BoolResult, NullResult, QueryOptions, StrResult
 from middlewared_2fa.schema.user import (
     QrOptions,
@@ -55,6 +57,7 @@ from middlewared_2fa.schema.user import (
     UserUpdateArgs,
     UserVerifyTwofactorTokenArgs,
 )
+from middlewared_2fa.session import Identity, Session
 
 logger = logging.getLogger(__name__)
 
@@ -156,46 +159,119 @@ class UserService(Service):
     def _emit(self, msg: str, row: UserRow) -> None:
         self.middleware.events.emit("user.query", msg, row.id, self.entry(row))
 
-    async def _named(self, ctx: CallContext, username: str, *, write_role: str | None) -> UserRow:
-        """The user called ``username`` if the caller is that user (same id, so a session
-        of a renamed or deleted account never reaches a new account of the same name),
-        FULL_ADMIN, or holds ``write_role`` (which never reaches a FULL_ADMIN account).
-
-        Raises:
-            CallError: EPERM when not allowed (checked before existence, so names cannot
-                be probed), ENOENT when there is no such user.
-        """
-        identity = ctx.session.identity
-        assert identity is not None
-        row = await self.middleware.repos.users.get_by_name(username)
-        is_self = row is not None and identity.user_id == row.id
-        delegated = (
-            write_role is not None
-            and has_any(identity.granted, [write_role])
-            and (row is None or "FULL_ADMIN" not in row.roles)
-        )
-        if not (is_self or identity.is_full_admin or delegated):
-            raise CallError("Only the user themself or an administrator may do this", EPERM)
-        if row is None:
-            raise CallError(f"User {username[:64]!r} does not exist", ENOENT)
-        return row
+    def emit_changed(self, row: UserRow) -> None:
+        """``user.query`` changed for ``row`` (other services changed it, e.g. a lock)."""
+        self._emit("changed", row)
 
     @staticmethod
-    def _check_grant(ctx: CallContext, roles: list[str], target: UserRow | None) -> None:
-        """Only a full administrator may grant roles it does not hold itself or change a
-        full administrator's account (else ACCOUNT_WRITE could make itself FULL_ADMIN).
+    def _identity(ctx: CallContext) -> Identity:
+        identity = ctx.session.identity
+        assert identity is not None
+        return identity
+
+    @staticmethod
+    def _caller(ctx: CallContext) -> tuple[int, int] | None:
+        """``(id, generation)`` of the calling user: the guarded writes check that the
+        caller's own credentials did not change either (None for the Unix-socket root)."""
+        identity = ctx.session.identity
+        assert identity is not None
+        if identity.user_id is None:
+            return None
+        return identity.user_id, identity.generation
+
+    @staticmethod
+    def _guard(
+        ctx: CallContext, target: UserRow | None, grant: list[str] | tuple[str, ...] = ()
+    ) -> None:
+        """The role guard (API.md §3): the caller may change only a user whose roles it
+        holds (after expanding includes) and grant only roles it holds; FULL_ADMIN holds
+        all. Called on the row that the guarded write then requires unchanged, so the
+        check holds in the statement that makes the change.
 
         Raises:
             CallError: EPERM.
         """
         identity = ctx.session.identity
         assert identity is not None
-        if identity.is_full_admin:
+        if target is not None and target.id != identity.user_id:
+            if not holds_all(identity.granted, target.roles):
+                raise CallError(
+                    f"You may change only users whose roles you hold ({target.username!r} "
+                    "has roles you do not)",
+                    EPERM,
+                )
+        if not holds_all(identity.granted, grant):
+            raise CallError("You may grant only roles you hold", EPERM)
+
+    async def _stale(self, ctx: CallContext) -> None:
+        """A guarded write found the target or the caller changed meanwhile. Raise when
+        it was the caller (its session is ending); else the caller re-reads and retries.
+
+        Raises:
+            CallError: EPERM when the caller's own credentials changed.
+        """
+        caller = self._caller(ctx)
+        if caller is None:
             return
-        if not set(roles) <= identity.granted:
-            raise CallError("Only a full administrator may grant roles it does not hold", EPERM)
-        if target is not None and "FULL_ADMIN" in target.roles:
-            raise CallError("Only a full administrator may change a full administrator", EPERM)
+        row = await self.middleware.repos.users.get(caller[0])
+        if row is None or row.generation != caller[1]:
+            raise CallError("Your account changed during this call; log in again", EPERM)
+
+    async def _named(self, ctx: CallContext, username: str, *, write_role: str | None) -> UserRow:
+        """The user called ``username`` if the caller is that user (same id, so a session
+        of a renamed or deleted account never reaches a new account of the same name),
+        FULL_ADMIN, or holds ``write_role`` and every role of that user (role guard).
+
+        Raises:
+            CallError: EPERM when not allowed (checked before existence, so names cannot
+                be probed), ENOENT when there is no such user.
+        """
+        identity = self._identity(ctx)
+        row = await self.middleware.repos.users.get_by_name(username)
+        is_self = row is not None and identity.user_id == row.id
+        delegated = write_role is not None and has_any(identity.granted, [write_role])
+        if not (is_self or identity.is_full_admin or delegated):
+            raise CallError("Only the user themself or an administrator may do this", EPERM)
+        if row is None:
+            raise CallError(f"User {username[:64]!r} does not exist", ENOENT)
+        self._guard(ctx, row)
+        return row
+
+    async def _require_second_factor_session(self, ctx: CallContext) -> None:
+        """A session reads or changes second factors only when it satisfies its own
+        user's 2FA: LEVEL_2, the Unix socket, 2FA not applying to the caller (global 2FA
+        off or no secret yet), or the secret was set by this very session and nothing
+        changed since (API.md §9). So a stolen password or token cannot read or replace
+        a second factor it does not have.
+
+        Raises:
+            CallError: EACCES.
+        """
+        identity = self._identity(ctx)
+        if identity.credentials == "UNIX_SOCKET" or identity.level == "LEVEL_2":
+            return
+        if identity.user_id is None:
+            return
+        config = await self.middleware.service("auth.twofactor").get_config()
+        if not config.enabled:
+            return
+        me = await self.middleware.repos.users.get(identity.user_id)
+        if me is None or me.totp_secret is None:
+            return
+        if ctx.session.enrolled_generation == me.generation:
+            return
+        raise CallError("This needs a session that used two-factor authentication", EACCES)
+
+    def _credentials_changed(
+        self, ctx: CallContext, user_id: int, generation: int, *, keep_own: bool
+    ) -> None:
+        """End what was derived from the old credentials (API.md §9); the caller's own
+        session survives a change of its own password or secret (``keep_own``)."""
+        session: Session | None = ctx.session
+        identity = ctx.session.identity
+        if not keep_own or identity is None or identity.user_id != user_id:
+            session = None
+        self.middleware.sessions.credentials_changed(user_id, generation, keep=session)
 
     def _uri(self, row: UserRow, issuer: str) -> str | None:
         if row.totp_secret is None:
@@ -247,8 +323,7 @@ class UserService(Service):
     async def query(self, ctx: CallContext, filters: list[list[Any]], options: QueryOptions) -> Any:
         """Users (``UserEntry`` list). Without ACCOUNT_READ only the caller's own entry."""
         rows = await self._candidates(filters)
-        identity = ctx.session.identity
-        assert identity is not None
+        identity = self._identity(ctx)
         if not has_any(identity.granted, ["ACCOUNT_READ"]):
             rows = [r for r in rows if r.id == identity.user_id]
         return filter_list([self.entry(r) for r in rows], filters, options)
@@ -277,11 +352,12 @@ class UserService(Service):
         """Create a local user; the password is stored as argon2id.
 
         Raises:
+            CallError: EPERM granting a role the caller does not hold (role guard).
             ValidationErrors: ``user_create.username`` taken; ``ssh_password_enabled``
                 while SSH 2FA is required (a new user has no secret).
         """
         redact(user_create.password)
-        self._check_grant(ctx, list(user_create.roles), None)
+        self._guard(ctx, None, list(user_create.roles))
         repos = self.middleware.repos
         errors = ValidationErrors()
         if await repos.users.get_by_name(user_create.username) is not None:
@@ -290,7 +366,10 @@ class UserService(Service):
             errors, "user_create.ssh_password_enabled", user_create.ssh_password_enabled, False
         )
         errors.check()
-        password_hash = await asyncio.to_thread(hash_password, user_create.password)
+        password_hash = await self.middleware.hashing.run(
+            ctx.session.address, hash_password, user_create.password
+        )
+        await self._stale(ctx)  # the caller's roles may have changed during the hash
         try:
             user_id = await repos.users.create(
                 {
@@ -313,144 +392,221 @@ class UserService(Service):
 
     @api_method(UserUpdateArgs, UserEntryResult, roles=[], audit=True)
     async def update(self, ctx: CallContext, id: int, user_update: UserUpdate) -> dict[str, Any]:
-        """Change some fields of user ``id``. With ACCOUNT_WRITE any field; any user may
-        change their own ``password`` alone.
+        """Change some fields of user ``id``. With ACCOUNT_WRITE any field of a user whose
+        roles the caller holds; any user may change their own ``password`` alone.
+
+        A change of the password, roles or lock ends what was derived from the old
+        credentials (API.md §9): a new password ends the user's other sessions and every
+        token; new roles or a lock end every session and token. Unlocking also resets the
+        account's failure count (API.md §3).
 
         Raises:
-            CallError: EACCES without the right; ENOENT unknown id; EPERM renaming or
-                changing roles of the built-in admin.
+            CallError: EACCES without the right; ENOENT unknown id; EPERM outside the
+                role guard or changing the built-in admin's name or roles.
             ValidationErrors: name taken, SSH password rule.
         """
-        identity = ctx.session.identity
-        assert identity is not None
+        identity = self._identity(ctx)
         given = user_update.model_fields_set
         writer = has_any(identity.granted, ["ACCOUNT_WRITE"])
         if not writer and not (identity.user_id == id and given <= {"password"}):
             raise NotAuthorized()
+        password_hash: str | None = None
         if "password" in given:
             redact(user_update.password)
         repos = self.middleware.repos
-        row = await repos.users.get(id)
-        if row is None:
-            raise CallError(f"User id {id} does not exist", ENOENT)
-        if identity.user_id != id:
-            self._check_grant(ctx, list(user_update.roles) if "roles" in given else [], row)
-        elif "roles" in given:
-            self._check_grant(ctx, list(user_update.roles), None)
-        errors = ValidationErrors()
-        if row.builtin and "username" in given and user_update.username != row.username:
-            errors.add("user_update.username", "The built-in administrator cannot be renamed")
-        if row.builtin and "roles" in given and "FULL_ADMIN" not in user_update.roles:
-            errors.add("user_update.roles", "The built-in administrator keeps FULL_ADMIN")
-        if "username" in given and user_update.username != row.username:
-            if await repos.users.get_by_name(user_update.username) is not None:
-                errors.add("user_update.username", "A user with this name already exists")
-        if "ssh_password_enabled" in given:
-            await self._check_ssh_password(
-                errors,
-                "user_update.ssh_password_enabled",
-                user_update.ssh_password_enabled,
-                row.totp_secret is not None,
-            )
-        errors.check()
-        fields: dict[str, Any] = {k: getattr(user_update, k) for k in given if k != "password"}
-        if "password" in given:
-            fields["password_hash"] = await asyncio.to_thread(hash_password, user_update.password)
-            if row.builtin:
-                # The generated first password no longer works: do not keep pointing at it.
-                self.middleware.settings.initial_password_path.unlink(missing_ok=True)
-        try:
-            await repos.users.update(id, fields)
-        except sqlite3.IntegrityError:
-            raise ValidationError(
-                "user_update.username", "A user with this name already exists"
-            ) from None
+        for _ in range(5):  # re-read and re-check when the target changed meanwhile
+            row = await repos.users.get(id)
+            if row is None:
+                raise CallError(f"User id {id} does not exist", ENOENT)
+            self._guard(ctx, row, list(user_update.roles) if "roles" in given else ())
+            errors = ValidationErrors()
+            if row.builtin and "username" in given and user_update.username != row.username:
+                errors.add("user_update.username", "The built-in administrator cannot be renamed")
+            if row.builtin and "roles" in given and "FULL_ADMIN" not in user_update.roles:
+                errors.add("user_update.roles", "The built-in administrator keeps FULL_ADMIN")
+            if "username" in given and user_update.username != row.username:
+                if await repos.users.get_by_name(user_update.username) is not None:
+                    errors.add("user_update.username", "A user with this name already exists")
+            if "ssh_password_enabled" in given:
+                await self._check_ssh_password(
+                    errors,
+                    "user_update.ssh_password_enabled",
+                    user_update.ssh_password_enabled,
+                    row.totp_secret is not None,
+                )
+            errors.check()
+            fields: dict[str, Any] = {k: getattr(user_update, k) for k in given if k != "password"}
+            if "password" in given:
+                if password_hash is None:
+                    password_hash = await self.middleware.hashing.run(
+                        ctx.session.address, hash_password, user_update.password
+                    )
+                fields["password_hash"] = password_hash
+            if "roles" in fields and list(fields["roles"]) == list(row.roles):
+                del fields["roles"]  # unchanged: nothing to end
+            if "locked" in fields and fields["locked"] == row.locked:
+                del fields["locked"]
+            try:
+                generation = await repos.users.update_guarded(
+                    id, row.generation, fields, caller=self._caller(ctx)
+                )
+            except sqlite3.IntegrityError:
+                raise ValidationError(
+                    "user_update.username", "A user with this name already exists"
+                ) from None
+            if generation is not None:
+                break
+            await self._stale(ctx)
+        else:
+            raise CallError("The account keeps changing; try again", EBUSY)
+        if generation != row.generation:
+            only_password = not ({"roles", "locked"} & set(fields))
+            self._credentials_changed(ctx, id, generation, keep_own=only_password)
+        if "password" in given and row.builtin:
+            # The generated first password no longer works: do not keep pointing at it.
+            self.middleware.settings.initial_password_path.unlink(missing_ok=True)
+        if fields.get("locked") is False:
+            await self.middleware.service("auth").reset_failures(id)
         new = await repos.users.get(id)
-        assert new is not None
+        if new is None:
+            raise CallError(f"User id {id} does not exist", ENOENT)
         self._emit("changed", new)
-        if (new.locked and not row.locked) or new.roles != row.roles:
-            # Sessions keep the roles they logged in with: a lock or a role change ends them.
-            self.middleware.end_sessions(id)
         if new.username != row.username and new.totp_secret is not None:
             await self._sync_ssh_oath(ctx)
         return self.entry(new)
 
     @api_method(UserDeleteArgs, BoolResult, roles=["ACCOUNT_WRITE"], audit=True)
     async def delete(self, ctx: CallContext, id: int) -> bool:
-        """Delete user ``id``. Raises CallError ENOENT (unknown) or EPERM (built-in)."""
-        row = await self.middleware.repos.users.get(id)
-        if row is None:
-            raise CallError(f"User id {id} does not exist", ENOENT)
-        if row.builtin:
-            raise CallError("The built-in administrator cannot be deleted", EPERM)
-        self._check_grant(ctx, [], row)
-        await self.middleware.repos.users.delete(id)
+        """Delete user ``id``; every session and token of it ends (API.md §9).
+
+        Raises:
+            CallError: ENOENT (unknown), EPERM (built-in, or outside the role guard).
+        """
+        repos = self.middleware.repos
+        for _ in range(5):
+            row = await repos.users.get(id)
+            if row is None:
+                raise CallError(f"User id {id} does not exist", ENOENT)
+            if row.builtin:
+                raise CallError("The built-in administrator cannot be deleted", EPERM)
+            self._guard(ctx, row)
+            if await repos.users.delete_guarded(id, row.generation, caller=self._caller(ctx)):
+                break
+            await self._stale(ctx)
+        else:
+            raise CallError("The account keeps changing; try again", EBUSY)
+        self.middleware.sessions.credentials_changed(id, 2**62)
+        self.middleware.service("auth").throttle.forget(id)
         self._emit("removed", row)
-        self.middleware.end_sessions(id)
         if row.totp_secret is not None:
             await self._sync_ssh_oath(ctx)
         return True
 
     # -- two-factor ------------------------------------------------------------------
 
+    async def _set_secret(
+        self,
+        ctx: CallContext,
+        username: str,
+        *,
+        write_role: str | None,
+        make: Any,
+    ) -> UserRow:
+        """Replace ``username``'s secret with what ``make(row)`` returns
+        (``(encrypted or None, interval, digits, extra columns)``), guarded, ending the
+        user's other sessions and tokens (API.md §9)."""
+        repos = self.middleware.repos
+        for attempt in range(5):
+            row = await self._named(ctx, username, write_role=write_role)
+            if attempt == 0:
+                await self._require_second_factor_session(ctx)
+            encrypted, interval, digits, extra = await make(row)
+            generation = await repos.users.set_totp_guarded(
+                row.id,
+                row.generation,
+                encrypted,
+                interval,
+                digits,
+                caller=self._caller(ctx),
+                extra=extra,
+            )
+            if generation is not None:
+                break
+            await self._stale(ctx)
+        else:
+            raise CallError("The account keeps changing; try again", EBUSY)
+        self._credentials_changed(ctx, row.id, generation, keep_own=True)
+        if self._identity(ctx).user_id == row.id:
+            ctx.session.enrolled_generation = generation if encrypted is not None else None
+        new = await repos.users.get(row.id)
+        if new is None:
+            raise CallError(f"User {username[:64]!r} does not exist", ENOENT)
+        self._emit("changed", new)
+        await self._sync_ssh_oath(ctx)
+        return new
+
     @api_method(UserRenew2faSecretArgs, UserRenew2faSecretResult, roles=[], audit=True)
     async def renew_2fa_secret(
         self, ctx: CallContext, username: str, twofactor_options: TwoFactorOptions
     ) -> dict[str, Any]:
         """Give ``username`` a new TOTP secret (32 base32 characters from a CSPRNG); the
-        old one stops working at once.
+        old one stops working at once, and the user's other sessions and tokens end.
 
         ``twofactor_options``: ``{otp_digits: 6..8, interval: 30|60}``; omitted fields keep
         the stored values. Returns the UserEntry plus ``twofactor_config``.
 
         Raises:
-            CallError: EPERM unless the caller is the user or FULL_ADMIN; ENOENT; EIO when
+            CallError: EPERM unless the caller is the user or FULL_ADMIN; ENOENT; EACCES
+                from a session without the second factor it has (API.md §9); EIO when
                 the SSH OATH users file cannot be rewritten (the new secret is saved).
             ValidationErrors: ``twofactor_options.interval`` / ``.otp_digits`` (schema).
         """
-        row = await self._named(ctx, username, write_role=None)
         given = twofactor_options.model_fields_set
-        interval = twofactor_options.interval if "interval" in given else row.totp_interval
-        digits = twofactor_options.otp_digits if "otp_digits" in given else row.totp_digits
-        secret = pyotp.random_base32(SECRET_LENGTH)
-        redact(secret)
-        encrypted = self.middleware.encrypt_secret(secret)
-        await self.middleware.repos.users.set_totp(row.id, encrypted, interval, digits)
-        new = await self.middleware.repos.users.get(row.id)
-        assert new is not None
-        self._emit("changed", new)
-        await self._sync_ssh_oath(ctx)
+
+        async def make(row: UserRow) -> tuple[str, int, int, dict[str, Any]]:
+            interval = twofactor_options.interval if "interval" in given else row.totp_interval
+            digits = twofactor_options.otp_digits if "otp_digits" in given else row.totp_digits
+            secret = pyotp.random_base32(SECRET_LENGTH)
+            redact(secret)
+            return self.middleware.encrypt_secret(secret), interval, digits, {}
+
+        new = await self._set_secret(ctx, username, write_role=None, make=make)
         return {**self.entry(new), "twofactor_config": await self._twofactor_config(new)}
 
     @api_method(UserUnset2faSecretArgs, NullResult, roles=[], audit=True)
     async def unset_2fa_secret(self, ctx: CallContext, username: str) -> None:
-        """Remove ``username``'s secret; the next login needs no OTP. While global 2FA and
-        ``services.ssh`` are on, ``ssh_password_enabled`` is turned off with it (API.md §5)
-        and the user leaves the SSH OATH users file.
+        """Remove ``username``'s secret; the next login needs no OTP; the user's other
+        sessions and tokens end. While global 2FA and ``services.ssh`` are on,
+        ``ssh_password_enabled`` is turned off with it (API.md §5) and the user leaves
+        the SSH OATH users file.
 
         Raises:
-            CallError: EPERM unless the caller is the user or has ACCOUNT_WRITE; ENOENT;
-                EIO when the OATH users file cannot be rewritten (the secret is removed).
+            CallError: EPERM unless the caller is the user or has ACCOUNT_WRITE and every
+                role of the user; ENOENT; EACCES from a session without the second factor
+                it has; EIO when the OATH users file cannot be rewritten (the secret is
+                removed).
         """
-        row = await self._named(ctx, username, write_role="ACCOUNT_WRITE")
         config = await self.middleware.service("auth.twofactor").get_config()
-        if row.ssh_password_enabled and config.enabled and config.ssh:
-            # No password SSH without a secret while SSH 2FA is on (API.md §5): turned off.
-            await self.middleware.repos.users.update(row.id, {"ssh_password_enabled": False})
-        await self.middleware.repos.users.set_totp(row.id, None, row.totp_interval, row.totp_digits)
-        new = await self.middleware.repos.users.get(row.id)
-        assert new is not None
-        self._emit("changed", new)
-        await self._sync_ssh_oath(ctx)
+
+        async def make(row: UserRow) -> tuple[None, int, int, dict[str, Any]]:
+            extra: dict[str, Any] = {}
+            if row.ssh_password_enabled and config.enabled and config.ssh:
+                # No password SSH without a secret while SSH 2FA is on (API.md §5).
+                extra["ssh_password_enabled"] = False
+            return None, row.totp_interval, row.totp_digits, extra
+
+        await self._set_secret(ctx, username, write_role="ACCOUNT_WRITE", make=make)
 
     @api_method(UserProvisioningUriArgs, StrResult, roles=[])
     async def provisioning_uri(self, ctx: CallContext, username: str) -> str:
         """The ``otpauth://`` URI of ``username``'s secret.
 
         Raises:
-            CallError: EPERM; ENOENT; EINVAL when the user has no secret.
+            CallError: EPERM; ENOENT; EACCES from a session without the second factor
+                it has (API.md §9); EINVAL when the user has no secret.
         """
         row = await self._named(ctx, username, write_role=None)
+        await self._require_second_factor_session(ctx)
         config = await self._twofactor_config(row)
         if config["provisioning_uri"] is None:
             raise CallError(
@@ -463,9 +619,11 @@ class UserService(Service):
         """``{provisioning_uri|null, secret_configured, interval (s), otp_digits}``.
 
         Raises:
-            CallError: EPERM; ENOENT.
+            CallError: EPERM; ENOENT; EACCES from a session without the second factor
+                it has (API.md §9).
         """
         row = await self._named(ctx, username, write_role=None)
+        await self._require_second_factor_session(ctx)
         return await self._twofactor_config(row)
 
     @api_method(UserTwofactorQrArgs, UserTwofactorQrResult, roles=[])
@@ -476,7 +634,7 @@ class UserService(Service):
         correction M, as an SVG or PNG ``data:`` URI.
 
         Raises:
-            CallError: EPERM; ENOENT; EINVAL when the user has no secret.
+            CallError: EPERM; ENOENT; EACCES; EINVAL when the user has no secret.
         """
         uri = await self.provisioning_uri(ctx, username)
         data_uri = await asyncio.to_thread(
@@ -488,15 +646,40 @@ class UserService(Service):
     async def verify_twofactor_token(self, ctx: CallContext, username: str, token: str) -> bool:
         """Check ``token`` against ``username``'s secret with the login rules (window,
         whitespace, replay: a right code is used up). Works whether or not global 2FA
-        is enabled, so that a freshly scanned secret can be confirmed first.
+        is enabled, so that a freshly scanned secret can be confirmed first. A right
+        code of the caller's own secret makes the session LEVEL_2 (``LOGIN_TWOFACTOR``):
+        it has just proved both factors (API.md §4, §9).
 
         Raises:
-            CallError: EPERM; ENOENT; EINVAL when the user has no secret.
+            CallError: EPERM; ENOENT; EACCES from a session without the second factor
+                it has; EINVAL when the user has no secret.
         """
         row = await self._named(ctx, username, write_role=None)
+        await self._require_second_factor_session(ctx)
         if row.totp_secret is None:
             raise CallError(
                 f"{username!r} user does not have two factor authentication configured", EINVAL
             )
         check = await self.middleware.service("auth.twofactor").check_code(row, token)
+        identity = self._identity(ctx)
+        if check.ok and identity.user_id == row.id and identity.level != "LEVEL_2":
+            await self._upgrade(ctx, identity, row)
         return check.ok
+
+    async def _upgrade(self, ctx: CallContext, identity: Identity, row: UserRow) -> None:
+        if identity.generation != row.generation or ctx.connection is None:
+            return
+        auth = self.middleware.service("auth")
+        upgraded = Identity(
+            identity.user_id,
+            identity.username,
+            list(identity.roles),
+            "LOGIN_TWOFACTOR",
+            level="LEVEL_2",
+            generation=identity.generation,
+            proof=auth._proof("LOGIN_TWOFACTOR", "LEVEL_2"),
+        )
+        try:
+            self.middleware.sessions.login(ctx.connection, upgraded)
+        except Exception:
+            logger.warning("session of user id %s could not be upgraded", identity.user_id)

@@ -55,4 +55,13 @@ MIGRATIONS: list[str] = [
         maxpoll INTEGER NOT NULL DEFAULT 10
     );
     """,
+    # 2: credential generations (API.md §9) and account throttling (API.md §3).
+    """
+    ALTER TABLE users ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE auth_throttle (
+        user_id        INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+        failures       INTEGER NOT NULL CHECK (failures >= 0),
+        cooldown_until REAL NOT NULL DEFAULT 0
+    );
+    """,
 ]

@@ -38,6 +38,9 @@ class UserRow:
     totp_interval: int
     totp_digits: int
     totp_last_step: int | None
+    #: Credential generation (API.md §9): bumped with every change of the password,
+    #: secret, roles or lock, in the statement that makes the change.
+    generation: int = 0
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> UserRow:
@@ -56,6 +59,7 @@ class UserRow:
             totp_interval,
             totp_digits,
             totp_last_step,
+            generation,
         ) = row
         return cls(
             id_,
@@ -70,13 +74,14 @@ class UserRow:
             totp_interval,
             totp_digits,
             totp_last_step,
+            generation,
         )
 
 
 #: The columns of :class:`UserRow`, in its field order.
 _USER_SELECT = (
     "SELECT id, username, full_name, password_hash, roles, locked, ssh_password_enabled, "
-    "builtin, totp_secret, totp_interval, totp_digits, totp_last_step FROM users"
+    "builtin, totp_secret, totp_interval, totp_digits, totp_last_step, generation FROM users"
 )
 
 
@@ -89,6 +94,10 @@ _USER_COLUMNS = {
     "ssh_password_enabled",
     "builtin",
 }
+
+
+#: Columns whose change ends what was derived from the old credentials (API.md §9).
+CREDENTIAL_COLUMNS = frozenset({"password_hash", "roles", "locked"})
 
 
 def _user_values(fields: dict[str, Any]) -> dict[str, Any]:
@@ -135,13 +144,6 @@ class UserRepository:
         row = await self.db.fetch_one("SELECT COUNT(*) FROM users WHERE totp_secret IS NOT NULL")
         return int(row[0]) if row else 0
 
-    async def any_secret(self) -> str | None:
-        """One stored (encrypted) seed, to check the key at start-up; None if there is none."""
-        row = await self.db.fetch_one(
-            "SELECT totp_secret FROM users WHERE totp_secret IS NOT NULL LIMIT 1"
-        )
-        return row[0] if row else None
-
     async def create(self, fields: dict[str, Any]) -> int:
         """Insert a user; returns its id. Raises ``sqlite3.IntegrityError`` on a duplicate name."""
         values = _user_values(fields)
@@ -164,13 +166,112 @@ class UserRepository:
         """Remove one user."""
         await self.db.write("DELETE FROM users WHERE id = ?", (user_id,))
 
+    @staticmethod
+    def _guard(
+        user_id: int, generation: int, caller: tuple[int, int] | None
+    ) -> tuple[str, tuple[Any, ...]]:
+        """WHERE clause: the row is still at ``generation`` and, when given, the caller
+        ``(id, generation)`` still is too. So the checks made on what was read (the role
+        guard, API.md §3) hold in the very statement that makes the change."""
+        where = "WHERE id = ? AND generation = ?"
+        params: tuple[Any, ...] = (user_id, generation)
+        if caller is not None:
+            where += " AND (SELECT generation FROM users WHERE id = ?) = ?"
+            params += caller
+        return where, params
+
+    async def update_guarded(
+        self,
+        user_id: int,
+        generation: int,
+        fields: dict[str, Any],
+        *,
+        caller: tuple[int, int] | None = None,
+        bump: bool | None = None,
+    ) -> int | None:
+        """Change some columns of one user if neither it nor the caller changed since
+        they were read.
+
+        Args:
+            user_id: The user.
+            generation: Its generation when it was read.
+            fields: Columns to set (see ``_USER_COLUMNS``).
+            caller: ``(id, generation)`` of the calling user, None for the Unix-socket
+                root or an internal change.
+            bump: Bump the generation; by default when a credential column changes.
+
+        Returns:
+            The user's generation after the change, or None when the user or the caller
+            changed meanwhile (or is gone): nothing was written.
+        """
+        values = _user_values(fields)
+        if bump is None:
+            bump = bool(CREDENTIAL_COLUMNS & set(values))
+        sets = [f"{k} = ?" for k in values]
+        sets.append("generation = generation + ?")
+        where, params = self._guard(user_id, generation, caller)
+        rowcount, _ = await self.db.write(
+            f"UPDATE users SET {', '.join(sets)} {where}",
+            (*values.values(), int(bump), *params),
+        )
+        return generation + int(bump) if rowcount == 1 else None
+
+    async def delete_guarded(
+        self, user_id: int, generation: int, *, caller: tuple[int, int] | None = None
+    ) -> bool:
+        """Remove one user if neither it nor the caller changed since read (see
+        :meth:`update_guarded`); False when nothing was deleted."""
+        where, params = self._guard(user_id, generation, caller)
+        rowcount, _ = await self.db.write(f"DELETE FROM users {where}", params)
+        return rowcount == 1
+
+    async def set_totp_guarded(
+        self,
+        user_id: int,
+        generation: int,
+        encrypted_secret: str | None,
+        interval: int,
+        digits: int,
+        *,
+        caller: tuple[int, int] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> int | None:
+        """Replace the seed (None removes it) and its parameters, forget the last used
+        step and bump the generation, if neither the user nor the caller changed since
+        read. ``extra`` columns are set in the same statement.
+
+        Returns:
+            The new generation, or None when nothing was written.
+        """
+        values = _user_values(extra or {})
+        sets = "".join(f", {k} = ?" for k in values)
+        where, params = self._guard(user_id, generation, caller)
+        rowcount, _ = await self.db.write(
+            "UPDATE users SET totp_secret = ?, totp_interval = ?, totp_digits = ?, "
+            f"totp_last_step = NULL, generation = generation + 1{sets} {where}",
+            (encrypted_secret, interval, digits, *values.values(), *params),
+        )
+        return generation + 1 if rowcount == 1 else None
+
+    async def lock(self, user_id: int) -> int | None:
+        """Lock the account (too many failures, API.md §3) and bump its generation.
+
+        Returns:
+            The new generation, or None when it was locked already or is gone.
+        """
+        row = await self.get(user_id)
+        if row is None or row.locked:
+            return None
+        return await self.update_guarded(user_id, row.generation, {"locked": True})
+
     async def set_totp(
         self, user_id: int, encrypted_secret: str | None, interval: int, digits: int
     ) -> None:
-        """Replace the seed (None removes it) and parameters; forgets the last used step."""
+        """Replace the seed (None removes it) and parameters; forgets the last used step
+        and bumps the generation (unconditionally: for set-up and tests)."""
         await self.db.write(
             "UPDATE users SET totp_secret = ?, totp_interval = ?, totp_digits = ?, "
-            "totp_last_step = NULL WHERE id = ?",
+            "totp_last_step = NULL, generation = generation + 1 WHERE id = ?",
             (encrypted_secret, interval, digits, user_id),
         )
 
@@ -339,6 +440,42 @@ class NtpServerRepository:
         await self.db.write("DELETE FROM ntp_servers WHERE id = ?", (server_id,))
 
 
+@dataclass(slots=True)
+class ThrottleRow:
+    """Consecutive failed authentications of one account (API.md §3)."""
+
+    user_id: int
+    failures: int
+    cooldown_until: float
+
+
+class ThrottleRepository:
+    """Account throttling counters, one row per account with failures."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def list(self) -> list[ThrottleRow]:
+        rows = await self.db.fetch_all(
+            "SELECT user_id, failures, cooldown_until FROM auth_throttle"
+        )
+        return [ThrottleRow(int(r[0]), int(r[1]), float(r[2])) for r in rows]
+
+    async def put(self, row: ThrottleRow) -> None:
+        """Store the count (a count of 0 deletes the row). A user deleted meanwhile is
+        ignored (the foreign key refuses the row)."""
+        if row.failures <= 0:
+            await self.db.write("DELETE FROM auth_throttle WHERE user_id = ?", (row.user_id,))
+            return
+        await self.db.write(
+            "INSERT INTO auth_throttle (user_id, failures, cooldown_until) "
+            "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM users WHERE id = ?) "
+            "ON CONFLICT(user_id) DO UPDATE SET failures = excluded.failures, "
+            "cooldown_until = excluded.cooldown_until",
+            (row.user_id, row.failures, row.cooldown_until, row.user_id),
+        )
+
+
 class Repositories:
     """All repositories over one :class:`Database`; handed to plugins."""
 
@@ -348,3 +485,4 @@ class Repositories:
         self.audit = AuditRepository(db)
         self.meta = MetaRepository(db)
         self.ntp_servers = NtpServerRepository(db)
+        self.throttle = ThrottleRepository(db)

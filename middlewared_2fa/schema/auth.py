@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from middlewared_2fa.schema.common import Model, Out
+from middlewared_2fa.schema.common import DateOut, Model, Out, QueryArgs
 
 RoleName = Literal[
     "FULL_ADMIN",
@@ -16,11 +16,20 @@ RoleName = Literal[
     "SYSTEM_SECURITY_READ",
     "SYSTEM_SECURITY_WRITE",
     "SYSTEM_AUDIT_READ",
+    "AUTH_SESSIONS_READ",
+    "AUTH_SESSIONS_WRITE",
+    "API_KEY_READ",
+    "API_KEY_WRITE",
 ]
 
 
 class LoginOptions(Model):
     user_info: bool = Field(True, description="include auth.me in a SUCCESS response")
+    reconnect_token: bool = Field(
+        False,
+        description="put a single-use, 600 s, origin-bound re-login token in the SUCCESS "
+        "response (TrueNAS 26+)",
+    )
 
 
 class PasswordPlain(Model):
@@ -44,7 +53,9 @@ class TokenPlain(Model):
     """Re-login with a single-use token from auth.generate_token."""
 
     mechanism: Literal["TOKEN_PLAIN"]
-    token: str = Field(max_length=256, description="token from auth.generate_token")
+    token: str = Field(
+        max_length=256, description="token from auth.generate_token or a reconnect token"
+    )
     login_options: LoginOptions = Field(default_factory=LoginOptions)
 
 
@@ -59,19 +70,35 @@ class TwoFactorUserState(Out):
     setup_required: bool = Field(description="global 2FA enabled and no secret")
 
 
+CredentialsName = Literal[
+    "LOGIN_PASSWORD",
+    "LOGIN_TWOFACTOR",
+    "LOGIN_ONETIME_PASSWORD",
+    "API_KEY",
+    "TOKEN",
+    "UNIX_SOCKET",
+]
+
+
 class AuthMeEntry(Out):
+    id: int | None = Field(description="the UserEntry id; null for the Unix-socket root")
     pw_name: str
     full_name: str
     roles: list[str]
     account_attributes: list[str] = Field(description='"LOCAL", and "2FA" with a secret')
-    credentials: Literal["LOGIN_PASSWORD", "LOGIN_TWOFACTOR", "TOKEN", "UNIX_SOCKET"]
+    credentials: CredentialsName
     two_factor_config: TwoFactorUserState
 
 
 class LoginSuccess(Out):
     response_type: Literal["SUCCESS"]
     user_info: AuthMeEntry | None
-    authenticator: Literal["LEVEL_1"] = "LEVEL_1"
+    authenticator: Literal["LEVEL_1", "LEVEL_2"] = Field(
+        description="LEVEL_2 when the session proved two factors (API.md §9)"
+    )
+    reconnect_token: str | None = Field(
+        None, description="single-use re-login token when login_options.reconnect_token"
+    )
 
 
 class LoginOtpRequired(Out):
@@ -117,8 +144,62 @@ class AuthMeResult(Out):
 
 
 class AuthGenerateTokenArgs(Model):
-    ttl: int = Field(600, ge=10, le=86400, description="lifetime in seconds")
+    ttl: int | None = Field(
+        600, ge=10, le=86400, description="lifetime in seconds (10..86400); null: 600"
+    )
+    attrs: dict[str, Any] = Field(
+        default_factory=dict, description="accepted for TrueNAS clients; not interpreted"
+    )
+    match_origin: bool = Field(
+        True, description="usable only from the client address that asked for it"
+    )
+    single_use: bool = Field(False, description="spent by its first login")
 
 
 class AuthLogoutArgs(Model):
+    """No parameters."""
+
+
+class AuthSessionsArgs(QueryArgs):
+    """``auth.sessions(filters=[], options={})``."""
+
+
+class ParentCredentialsData(Out):
+    username: str
+    login_id: str
+    login_at: DateOut
+
+
+class ParentCredentials(Out):
+    credentials: CredentialsName
+    credentials_data: ParentCredentialsData
+
+
+class SessionCredentialsData(Out):
+    username: str
+    login_id: str
+    login_at: DateOut | None = Field(None, description="absent for TOKEN sessions")
+    parent: ParentCredentials | None = Field(None, description="the login a token came from")
+
+
+class AuthSessionsEntry(Out):
+    id: str = Field(description="session id")
+    current: bool = Field(description="the caller's own session")
+    internal: bool = False
+    origin: str = Field(description='"127.0.0.1:PORT" or "UNIX_SOCKET uid N"')
+    credentials: CredentialsName
+    credentials_data: SessionCredentialsData
+    created_at: DateOut
+    secure_transport: bool = Field(description="TLS or the Unix socket")
+
+
+class AuthSessionsResult(Out):
+    result: list[AuthSessionsEntry] | AuthSessionsEntry | int
+
+
+class AuthTerminateSessionArgs(Model):
+    id: str = Field(max_length=64, description="session id from auth.sessions")
+
+
+class AuthTerminateOtherSessionsArgs(Model):
     """No parameters."""

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
 #: Row id: SQLite INTEGER is signed 64-bit, so larger numbers are invalid, not a crash.
 EntryId = Annotated[int, Field(ge=1, le=2**63 - 1, description="entry id")]
+
+
+def _date(value: float) -> dict[str, int]:
+    return {"$date": int(round(value * 1000))}
+
+
+#: A datetime on the wire (API.md §2): TrueNAS's ``{"$date": milliseconds}``; Unix
+#: seconds (float) in Python.
+DateOut = Annotated[float, PlainSerializer(_date, return_type=dict[str, int], when_used="always")]
 
 
 class Model(BaseModel):
@@ -83,3 +92,16 @@ def check_filters(value: list[list[Any]]) -> list[list[Any]]:
         if item[1] in ("^", "$") and not isinstance(item[2], str):
             raise ValueError(f"filter {i}: '{item[1]}' needs a string value")
     return value
+
+
+class QueryArgs(Model):
+    """``(filters=[], options={})`` of every ``*.query``-like method: TrueNAS-style
+    filters (checked by :func:`check_filters`) and query options."""
+
+    filters: list[list[Any]] = Field(default_factory=list, description="[[field, op, value]]")
+    options: QueryOptions = Field(default_factory=QueryOptions)
+
+    @field_validator("filters")
+    @classmethod
+    def _filters(cls, value: list[list[Any]]) -> list[list[Any]]:
+        return check_filters(value)

@@ -160,9 +160,9 @@ async def test_c05_verify_odd_tokens_are_false_never_internal_errors(
         assert await verify(admin, CODE) is True
 
 
-# Ten wrong codes in a row would start the per-user cool-down (otp_failure_limit 10),
+# Five wrong codes in a row would start the account's cool-down (auth_throttle_after 5),
 # which is not what this case is about.
-@pytest.mark.settings(otp_failure_limit=100)
+@pytest.mark.settings(auth_throttle_after=100)
 async def test_c05_otp_login_odd_tokens(daemon: InProcessDaemon) -> None:
     """In the OTP login step the same odd codes (and a 4000-digit one, under the 8 KiB
     unauthenticated limit) answer OTP_REQUIRED, null is -32602, and '005924' still logs in."""

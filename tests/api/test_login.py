@@ -63,6 +63,7 @@ async def test_user_info_can_be_omitted(daemon: InProcessDaemon) -> None:
                 "response_type": "SUCCESS",
                 "user_info": None,
                 "authenticator": "LEVEL_1",
+                "reconnect_token": None,
             }
 
 
@@ -262,10 +263,11 @@ async def test_setup_required_without_secret(daemon: InProcessDaemon) -> None:
             assert tfc["setup_required"] is True and tfc["global_enabled"] is True
 
 
-@pytest.mark.settings(otp_failure_limit=3, otp_lockout=120)
+@pytest.mark.settings(auth_throttle_after=3)
 async def test_per_user_cool_down(daemon: InProcessDaemon, clock: FrozenClock) -> None:
-    """Consecutive OTP failures across connections trigger EBUSY and an alert until the
-    cool-down ends."""
+    """Consecutive OTP failures across connections start the account's cool-down: every
+    attempt (the right password too) is EBUSY and AuthThrottled names the user, until
+    30 s later."""
     async with daemon.admin() as admin, user_asset(admin, "alice", PASSWORD):
         await alice_with_secret(daemon, admin)
         for _ in range(3):
@@ -273,16 +275,16 @@ async def test_per_user_cool_down(daemon: InProcessDaemon, clock: FrozenClock) -
                 await c.call("auth.login_ex", password_step())
                 await c.call("auth.login_ex_continue", otp_step("000000"))
         async with daemon.client() as c:
-            await c.call("auth.login_ex", password_step())
             with pytest.raises(ClientError) as err:
-                await c.call("auth.login_ex_continue", otp_step(CODE))
+                await c.call("auth.login_ex", password_step())
             assert (err.value.code, err.value.errname) == (-32001, "EBUSY")
+            assert err.value.reason == "Rate Limit Exceeded"
         # Only this class: 2FA on without NTP servers also raises TimeSyncUnverified (§4).
-        alerts = [a for a in await admin.call("alert.list") if a["klass"] == "OTPLockout"]
+        alerts = [a for a in await admin.call("alert.list") if a["klass"] == "AuthThrottled"]
         assert len(alerts) == 1
         assert "alice" in alerts[0]["formatted"]
-        clock.advance(121)
-        # 121 s later is step +4; its code comes from pyotp, independently of the daemon.
+        clock.advance(31)
+        # 31 s later is step +1; its code comes from pyotp, independently of the daemon.
         code_now = pyotp.TOTP(RFC_SECRET).generate_otp(int(clock.time()) // 30)
         async with daemon.client() as c:
             assert (await c.login("alice", PASSWORD, code_now))["response_type"] == "SUCCESS"
@@ -315,24 +317,33 @@ async def test_rate_limit_per_address(daemon: InProcessDaemon, clock: FrozenCloc
         assert await c.call("core.ping") == "pong"
 
 
-async def test_token_login_is_single_use(daemon: InProcessDaemon, clock: FrozenClock) -> None:
-    """A generated token logs in once (credentials TOKEN); reuse and expiry give AUTH_ERR."""
+async def test_token_login_until_expiry_and_single_use(
+    daemon: InProcessDaemon, clock: FrozenClock
+) -> None:
+    """A generated token logs in (credentials TOKEN) until its ttl runs out (TrueNAS's
+    default, single_use=false); a single_use token logs in once; expiry gives AUTH_ERR."""
     async with daemon.admin() as admin, user_asset(admin, "alice", PASSWORD):
         async with daemon.client() as c:
             await c.login("alice", PASSWORD)
             token = await c.call("auth.generate_token", 60)
-            second = await c.call("auth.generate_token", 60)
-        async with daemon.client() as c:
-            resp = await c.call("auth.login_ex", {"mechanism": "TOKEN_PLAIN", "token": token})
-            assert resp["response_type"] == "SUCCESS"
-            assert (await c.call("auth.me"))["credentials"] == "TOKEN"
-        async with daemon.client() as c:
-            resp = await c.call("auth.login_ex", {"mechanism": "TOKEN_PLAIN", "token": token})
-            assert resp == {"response_type": "AUTH_ERR"}
-        clock.advance(61)
-        async with daemon.client() as c:
-            resp = await c.call("auth.login_ex", {"mechanism": "TOKEN_PLAIN", "token": second})
-            assert resp == {"response_type": "AUTH_ERR"}
+            once = await c.call("auth.generate_token", 60, {}, True, True)
+            for _ in range(2):
+                async with daemon.client() as c2:
+                    resp = await c2.call(
+                        "auth.login_ex", {"mechanism": "TOKEN_PLAIN", "token": token}
+                    )
+                    assert resp["response_type"] == "SUCCESS"
+                    assert (await c2.call("auth.me"))["credentials"] == "TOKEN"
+            async with daemon.client() as c2:
+                resp = await c2.call("auth.login_ex", {"mechanism": "TOKEN_PLAIN", "token": once})
+                assert resp["response_type"] == "SUCCESS"
+            async with daemon.client() as c2:
+                resp = await c2.call("auth.login_ex", {"mechanism": "TOKEN_PLAIN", "token": once})
+                assert resp == {"response_type": "AUTH_ERR"}
+            clock.advance(61)
+            async with daemon.client() as c2:
+                resp = await c2.call("auth.login_ex", {"mechanism": "TOKEN_PLAIN", "token": token})
+                assert resp == {"response_type": "AUTH_ERR"}
 
 
 async def test_legacy_login(daemon: InProcessDaemon) -> None:

@@ -123,9 +123,9 @@ def test_port_in_use(base: Path) -> None:
 
 def test_invalid_setting(base: Path) -> None:
     """An invalid environment setting names the key."""
-    result = run_daemon(base, env={"MIDDLEWARED_2FA_OTP_LOCKOUT": "soon"})
+    result = run_daemon(base, env={"MIDDLEWARED_2FA_AUTH_THROTTLE_MAX": "soon"})
     assert result.returncode == 2
-    assert "otp_lockout" in result.stderr
+    assert "auth_throttle_max" in result.stderr
 
 
 def test_secret_not_in_database_file(base: Path) -> None:

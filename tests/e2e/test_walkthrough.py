@@ -137,7 +137,7 @@ async def test_walkthrough_with_outside_tools(
                 "auth.login_ex_continue", {"mechanism": "OTP_TOKEN", "otp_token": code}
             )
         assert done["response_type"] == "SUCCESS"
-        assert done["authenticator"] == "LEVEL_1"
+        assert done["authenticator"] == "LEVEL_2"
         assert (done["user_info"]["pw_name"], done["user_info"]["credentials"]) == (
             username,
             "LOGIN_TWOFACTOR",

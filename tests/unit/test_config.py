@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ def test_defaults() -> None:
         Path("run"),
     )
     assert (s.rate_limit_calls, s.rate_limit_period, s.auth_failure_delay) == (20, 60, 1.0)
-    assert (s.otp_failure_limit, s.otp_lockout) == (10, 300)
+    assert (s.auth_throttle_after, s.auth_throttle_max, s.auth_lock_after) == (5, 900, 100)
+    assert s.password_verifications == (os.cpu_count() or 1)
     assert (s.time_sync_max_offset, s.time_sync_interval, s.ntp_timeout) == (30, 900, 5)
     assert s.socket_path == Path("run/middlewared.sock")
 

@@ -23,6 +23,8 @@ const CONFIRM_KEY = 'middlewared-2fa.confirm-pending';
 const TOKEN_TTL = 600; // seconds
 const TOKEN_REFRESH_MS = 240000; // well inside the TTL
 const ME_POLL_MS = 60000;
+/** WebSocket close code of a session the server ended (API.md §9). */
+const SESSION_ENDED = 1008;
 const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 15000];
 
 export const ROUTES = {
@@ -47,7 +49,7 @@ class App {
     this.pollTimer = null;
     this.reconnecting = false;
     this.rpc.addEventListener('collection_update', (event) => this.onCollectionUpdate(event.detail));
-    this.rpc.addEventListener('lost', () => this.onConnectionLost());
+    this.rpc.addEventListener('lost', (event) => this.onConnectionLost(event.detail.code));
     window.addEventListener('hashchange', () => this.route());
     document.addEventListener('visibilitychange', () => {
       if (document.visibilityState === 'visible' && this.me) this.refreshAll();
@@ -233,12 +235,15 @@ class App {
     }
   }
 
-  async refreshMe() {
+  async refreshMe({ renewToken = false } = {}) {
     try {
       this.me = await this.rpc.call('auth.me');
     } catch (err) {
       return;
     }
+    // A change of the secret ends every re-login token of the user (API.md §9): keep
+    // one that matches the session as it is now.
+    if (renewToken) await this.saveToken();
     if (!this.me.two_factor_config.secret_configured) this.setConfirmPending(false);
     this.changed();
   }
@@ -288,8 +293,17 @@ class App {
 
   // -- connection loss -----------------------------------------------------------------
 
-  async onConnectionLost() {
+  async onConnectionLost(code) {
     if (!this.me || this.reconnecting) return;
+    if (code === SESSION_ENDED) {
+      // The server ended this session (API.md §9): its tokens ended with it.
+      sessionStorage.removeItem(TOKEN_KEY);
+      this.showLogin(
+        'Your session was ended: your password, two-factor secret or roles changed, or it ' +
+          'was ended from another session. Log in again.',
+      );
+      return;
+    }
     this.reconnecting = true;
     this.showBanner('The connection to the server was lost. Reconnecting…');
     const token = sessionStorage.getItem(TOKEN_KEY);

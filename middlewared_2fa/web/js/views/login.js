@@ -3,7 +3,7 @@
 // answers AUTH_ERR and the password step starts over.
 
 import { h, replace } from '../dom.js';
-import { describeError, isRateLimit } from '../errors.js';
+import { describeError } from '../errors.js';
 import { formField } from '../form.js';
 import { ConnectionLost, RpcError } from '../rpc.js';
 
@@ -165,13 +165,9 @@ export function loginView(app, { notice } = {}) {
       } catch (err) {
         if (err instanceof RpcError && err.errname === 'EINVAL') {
           passwordStep({ error: 'The login step expired. Enter your password again.' });
-        } else if (err instanceof RpcError && err.errname === 'EBUSY' && !isRateLimit(err)) {
+        } else if (err instanceof RpcError && err.errname === 'EBUSY') {
           app.rpc.close();
-          passwordStep({
-            error:
-              'Too many wrong codes for this account: one-time codes are refused for a while ' +
-              '(cool-down). Try again in a few minutes.',
-          });
+          passwordStep({ error: TOO_MANY });
         } else if (err instanceof ConnectionLost) {
           passwordStep({ error: 'The connection to the server was lost. Log in again.' });
         } else {
@@ -208,12 +204,13 @@ export function loginView(app, { notice } = {}) {
   };
 }
 
+// The account's cool-down after repeated failures and the address's rate limit give the
+// same answer (EBUSY "Rate Limit Exceeded", API.md §3), so one text covers both.
+const TOO_MANY =
+  'Too many login attempts for this account or from this address (cool-down). ' +
+  'Wait a few minutes, then try again.';
+
 function loginError(err) {
-  if (isRateLimit(err)) {
-    return 'Too many login attempts from this address. Wait a minute, then try again.';
-  }
-  if (err instanceof RpcError && err.errname === 'EBUSY') {
-    return 'Too many wrong codes for this account (cool-down). Try again in a few minutes.';
-  }
+  if (err instanceof RpcError && err.errname === 'EBUSY') return TOO_MANY;
   return describeError(err);
 }

@@ -182,7 +182,7 @@ export function twoFactorView(app) {
     });
     if (result !== 'renewed') return;
     app.setConfirmPending(true);
-    await app.refreshMe();
+    await app.refreshMe({ renewToken: true });
     if (confirmCard) confirmCard.querySelector('h2').focus();
   }
 
@@ -238,6 +238,7 @@ export function twoFactorView(app) {
         const ok = await app.rpc.call('user.verify_twofactor_token', [app.username, value]);
         if (ok) {
           app.setConfirmPending(false);
+          await app.refreshMe({ renewToken: true }); // the session is now LEVEL_2
           app.toast('Two-factor authentication is set up. From now on, logging in asks for a code from your app.', 'ok');
           update();
           renewButton.focus();
@@ -275,7 +276,7 @@ export function twoFactorView(app) {
       try {
         await app.rpc.call('user.unset_2fa_secret', [app.username]);
         app.setConfirmPending(false);
-        await app.refreshMe();
+        await app.refreshMe({ renewToken: true });
         app.toast('Setup cancelled: your account has no two-factor secret.');
         renewButton.focus();
       } catch (err) {
@@ -337,7 +338,7 @@ export function twoFactorView(app) {
     }).then(async (result) => {
       if (result !== 'unset') return;
       app.setConfirmPending(false);
-      await app.refreshMe();
+      await app.refreshMe({ renewToken: true });
       app.toast('The two-factor secret of your account was removed.');
       renewButton.focus();
     });
