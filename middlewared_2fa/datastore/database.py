@@ -70,22 +70,43 @@ class Database:
         """Open the file, enable WAL and foreign keys, and apply pending migrations.
 
         Raises:
-            StartupError: the file cannot be opened, is not a database, or was written
-                by a newer version.
+            StartupError: the file cannot be opened, is not a database (API.md §1: a
+                corrupt file is a start-up failure), a migration fails, or the file was
+                written by a newer version. Whatever was opened is closed first:
+                aiosqlite's worker threads are not daemon threads, and one left running
+                would keep the process alive after the error.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            conn = await aiosqlite.connect(self.path, isolation_level=None)
-            conn.row_factory = aiosqlite.Row
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute("PRAGMA foreign_keys=ON")
-            await conn.execute("PRAGMA synchronous=FULL")
-            await conn.execute("PRAGMA busy_timeout=5000")
-            async with conn.execute("PRAGMA user_version") as cur:
-                row = await cur.fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise StartupError(f"cannot open database {self.path}: {exc}") from None
+            await self._open()
+        except BaseException as exc:
+            await self._abandon()
+            if isinstance(exc, sqlite3.Error):
+                raise StartupError(f"cannot open database {self.path}: {exc}") from None
+            raise
+
+    async def _abandon(self) -> None:
+        """Close what a failed :meth:`open` had opened, ignoring further errors."""
+        inline, self._inline = self._inline, None
+        if inline is not None:
+            inline.close()
+        for conn in (self._reader, self._conn):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        self._reader = self._conn = None
+
+    async def _open(self) -> None:
+        # Each connection is recorded as soon as it exists, for _abandon().
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
         self._conn = conn
+        conn.row_factory = aiosqlite.Row
+        await conn.execute("PRAGMA journal_mode=WAL")  # "file is not a database" shows here
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA synchronous=FULL")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        async with conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
         version = int(row[0]) if row else 0
         if version > len(MIGRATIONS):
             raise StartupError(
@@ -101,20 +122,17 @@ class Database:
                 + MIGRATIONS[number - 1]
                 + f"\nPRAGMA user_version = {number};\nCOMMIT;"
             )
-        try:
-            reader = await aiosqlite.connect(self.path, isolation_level=None)
-            reader.row_factory = aiosqlite.Row
-            await reader.execute("PRAGMA query_only=ON")
-            await reader.execute("PRAGMA busy_timeout=5000")
-        except sqlite3.DatabaseError as exc:
-            raise StartupError(f"cannot open database {self.path}: {exc}") from None
+        reader = await aiosqlite.connect(self.path, isolation_level=None)
         self._reader = reader
+        reader.row_factory = aiosqlite.Row
+        await reader.execute("PRAGMA query_only=ON")
+        await reader.execute("PRAGMA busy_timeout=5000")
         # Point reads run on the event loop itself (see lookup()); never wait for a lock.
         inline = sqlite3.connect(self.path, isolation_level=None)
+        self._inline = inline
         inline.row_factory = sqlite3.Row
         inline.execute("PRAGMA query_only=ON")
         inline.execute("PRAGMA busy_timeout=0")
-        self._inline = inline
 
     async def close(self) -> None:
         """Wait for the running transaction, then close the connections."""
