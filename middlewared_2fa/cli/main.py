@@ -212,7 +212,24 @@ async def _read_line(fd: int) -> bytes | None:
     return buffer.split(b"\n", 1)[0]
 
 
+#: Said for EBUSY during a login: the account's cool-down after repeated failures and the
+#: address's rate limit give the same answer (API.md §3).
+THROTTLED = (
+    "login refused: too many login attempts for this account or from this address "
+    "(cool-down); wait a few minutes, then try again"
+)
+
+
 async def _login(client: Client, args: argparse.Namespace, stdin: TextIO) -> None:
+    try:
+        await _login_steps(client, args, stdin)
+    except ClientError as exc:
+        if exc.errname == "EBUSY":
+            raise Failure(THROTTLED) from None
+        raise
+
+
+async def _login_steps(client: Client, args: argparse.Namespace, stdin: TextIO) -> None:
     password = args.password
     if password is None:
         try:
@@ -344,7 +361,10 @@ async def _command(client: Client, args: argparse.Namespace, stdout: TextIO, std
             done, _ = await asyncio.wait({get, closed}, return_when=asyncio.FIRST_COMPLETED)
             if get not in done:
                 get.cancel()
-                raise Failure("connection closed by the daemon")
+                reason = client.ws.close_reason
+                raise Failure(
+                    "connection closed by the daemon" + (f" ({reason})" if reason else "")
+                )
             closed.cancel()
             event = get.result()
             print(json.dumps(event.get("params", event)), file=stdout, flush=True)

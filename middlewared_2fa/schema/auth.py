@@ -179,7 +179,11 @@ class SessionCredentialsData(Out):
     username: str
     login_id: str
     login_at: DateOut | None = Field(None, description="absent for TOKEN sessions")
-    parent: ParentCredentials | None = Field(None, description="the login a token came from")
+    parent: ParentCredentials | None = Field(
+        None,
+        description="the login a token came from (TOKEN sessions only)",
+        exclude_if=lambda value: value is None,
+    )
 
 
 class AuthSessionsEntry(Out):

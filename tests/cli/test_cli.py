@@ -342,6 +342,22 @@ def test_wrong_otp_option_exits_1(midclt: Midclt) -> None:
     assert done.stderr.startswith("midclt2fa: login failed: wrong one-time code"), done.stderr
 
 
+def test_account_cool_down_is_explained(midclt: Midclt) -> None:
+    """After five wrong passwords the account cools down: even the right password is exit
+    1 with a message that says so (not a bare "[EBUSY] Rate Limit Exceeded")."""
+    midclt.create_user("cli_throttled", "pw-throttled", secret=False)
+    url = midclt.daemon.url
+    for _ in range(5):
+        done = midclt("-u", url, "-U", "cli_throttled", "-P", "wrong", "ping")
+        assert done.stderr == "midclt2fa: login failed: wrong username, password or one-time code\n"
+    done = midclt("-u", url, "-U", "cli_throttled", "-P", "pw-throttled", "ping")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "midclt2fa: login refused: too many login attempts for this account or from this "
+        "address (cool-down); wait a few minutes, then try again\n"
+    )
+
+
 def test_missing_otp_without_terminal_exits_1(midclt: Midclt) -> None:
     """OTP_REQUIRED with no --otp and no terminal: exit 1, asking for --otp."""
     midclt.create_user("cli_nootp", "pw-nootp", secret=True)
