@@ -1,11 +1,12 @@
 """``auth.twofactor.*``: global 2FA settings, and the TOTP engine every other service
 uses to check codes (RFC 6238 on the HOTP core of RFC 4226, through pyotp).
 
-Rules (API.md §3, §4):
+Rules (API.md §3, §4, §8):
 - time step ``T = floor(unix_time / interval)`` (RFC 6238 §4.2, T0 = 0), 64-bit;
 - ``window`` w accepts steps T-w .. T+w (2w+1 codes);
 - a code is accepted once: its step must be newer than the user's last accepted step,
-  which is stored in SQLite and so survives restarts (RFC 6238 §5.2);
+  which is stored in SQLite and so survives restarts (RFC 6238 §5.2), and, while SSH 2FA
+  is on, newer than the step pam_oath last accepted (``ssh.oath``, API.md §8);
 - codes are strings; ASCII whitespace is removed; the rest must be exactly
   ``otp_digits`` ASCII digits (full-width digits are *not* digits here).
 """
@@ -175,6 +176,13 @@ class TwoFactorService(Service):
     async def check_code(self, user: UserRow, token: str) -> CodeCheck:
         """Check ``token`` for ``user`` and use it up when it is right.
 
+        One code, one use across channels (API.md §8, RFC 6238 §5.2): while SSH 2FA is
+        on, the step pam_oath last accepted (recorded in the OATH users file) counts as
+        used too, so a code is refused unless its step is newer than both that step and
+        ``users.totp_last_step``; an accepted step is then written to the users file so
+        that pam_oath refuses it. The database stays the source of truth: a users file
+        that cannot be read or written never fails a right code (``ssh.oath`` reports it).
+
         Args:
             user: Row with an encrypted seed (``user.totp_secret`` not None).
             token: The code as typed (whitespace allowed).
@@ -189,6 +197,9 @@ class TwoFactorService(Service):
         redact(code)
         config = await self.get_config()
         secret = self.middleware.decrypt_secret(user.totp_secret)
+        ssh_oath = self.middleware.services.get("ssh.oath")  # optional plugin
+        # Read before the comparison, so a wrong code costs the same file read as a right one.
+        ssh_step = await ssh_oath.last_step(user, secret) if ssh_oath is not None else None
         step = matching_step(
             secret,
             code,
@@ -199,6 +210,12 @@ class TwoFactorService(Service):
         )
         if step is None:
             return CodeCheck(False, "mismatch")
+        if ssh_step is not None and step <= ssh_step:  # pam_oath used this step or a newer one
+            return CodeCheck(False, "replay")
         if not await self.middleware.repos.users.accept_step(user.id, user.totp_secret, step):
+            return CodeCheck(False, "replay")
+        # pam_oath may have accepted this code between the read above and now: record_step
+        # looks again under liboath's lock and then says so.
+        if ssh_oath is not None and not await ssh_oath.record_step(user, secret, step):
             return CodeCheck(False, "replay")
         return CodeCheck(True, "ok")

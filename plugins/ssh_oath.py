@@ -25,15 +25,33 @@ and after it, so ``window=W`` is written with W equal to ``auth.twofactor.config
 lines liboath's window would mean "codes ahead only"; we never write such lines.
 
 Replay protection: after each successful login pam_oath rewrites the user's line with
-three more fields, ``COUNTER LASTOTP TIME`` (liboath ``update_usersfile``), and refuses a
-code equal to LASTOTP or not newer than it within the window. A rewrite by the daemon
-therefore carries those fields over for every line whose type and secret did not change
-(RFC 6238 §5.2: a code is accepted once), and drops them when the secret changed. Both
-sides take liboath's lock (a POSIX ``fcntl`` write lock on ``PATH.lock``) for the
-read-merge-replace. liboath reads the file *before* taking that lock and copies from what
-it read, so a login racing a rewrite can put back the older content; each rewrite is
-therefore checked again :attr:`SshOathService.RECHECK_DELAY` seconds later and redone if
-the file no longer matches the database.
+three more fields, ``COUNTER LASTOTP TIME`` (liboath ``update_usersfile``). What liboath
+2.6.7 (Debian 2.6.7-3.1+deb12u1) does with them for a TOTP line (``parse_usersfile``,
+checked with pamtester):
+
+- LASTOTP is the code string as typed. A new code equal to it is refused outright.
+- Otherwise both the new code and LASTOTP are looked up in the window around liboath's
+  *current* time (``oath_totp_validate2``, at the typed length); the new code is refused
+  when LASTOTP is found there at a position not older than the new code's. A LASTOTP
+  outside the window protects nothing beyond the string comparison.
+- TIME is ``%Y-%m-%dT%H:%M:%SL``: local time, ``L`` a literal. It is parsed (a malformed
+  one makes every login of that user fail) but never used for the decision; COUNTER is
+  the old counter plus the window position of the accepted code, meaningless for TOTP.
+
+So one code is one use across channels (API.md §8, RFC 6238 §5.2) when each side writes
+the newest accepted code as LASTOTP and reads the other side's: :meth:`SshOathService.
+last_step` finds the step of LASTOTP (:func:`recorded_step`) and
+:meth:`SshOathService.record_step` writes the daemon's accepted code in liboath's form.
+A rewrite by the daemon carries those fields over for every line whose type and secret
+did not change, and drops them when the secret changed.
+
+Both sides take liboath's lock on ``PATH.lock``: liboath (with the CVE-2024-47191 fix)
+creates it with ``O_EXCL`` and then takes a POSIX ``fcntl`` write lock on it, so a
+pam_oath login that finds the lock file present *fails* (it does not wait). liboath reads
+the file *before* taking that lock and copies from what it read, so a login racing a
+rewrite can put back the older content; each rewrite is therefore checked again
+:attr:`SshOathService.RECHECK_DELAY` seconds later and redone if the file no longer
+matches the database.
 """
 
 from __future__ import annotations
@@ -44,6 +62,7 @@ import binascii
 import contextlib
 import errno
 import fcntl
+import hmac
 import logging
 import os
 import re
@@ -54,15 +73,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyotp
+
 from middlewared_2fa.api import CallContext, Service
 from middlewared_2fa.crypto import DecryptionError
-from middlewared_2fa.datastore.repositories import TwoFactorConfigRow
+from middlewared_2fa.datastore.repositories import TwoFactorConfigRow, UserRow
 from middlewared_2fa.errors import CallError, ValidationErrors
 
 logger = logging.getLogger(__name__)
 
 #: Alert class raised while the files cannot be written (cleared by the next good write).
 WRITE_FAILED_ALERT = "SshOathWriteFailed"
+#: Alert class raised when a code the daemon accepted could not be recorded for pam_oath
+#: (cleared by the next good record).
+RECORD_FAILED_ALERT = "SshOathRecordFailed"
 
 #: liboath reads secrets into a 32-byte buffer (``usersfile.c``); longer ones fail there.
 MAX_SECRET_BYTES = 32
@@ -76,6 +100,8 @@ SNIPPET_HEADER = "# Managed by middlewared-2fa (ssh.oath); see docs/ssh.md. Do n
 _COUNTER = re.compile(r"\d{1,20}")
 _LAST_OTP = re.compile(r"\d{6,8}")
 _TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dL")  # liboath "%Y-%m-%dT%H:%M:%SL"
+#: liboath's TIME field (usersfile.c ``TIME_FORMAT_STRING``): local time, a literal ``L``.
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SL"
 #: Characters that PAM (argument splitting, ``[...]`` quoting) or pam_oath (``${USER}``
 #: expansion) would read differently in ``usersfile=PATH``.
 _UNSAFE_PATH = re.compile(r"[\s\[\]$]")
@@ -144,16 +170,24 @@ def parse_state(text: str) -> dict[tuple[str, str], tuple[str, str, str]]:
     state: dict[tuple[str, str], tuple[str, str, str]] = {}
     for raw in text.splitlines():
         fields = raw.split()
-        if len(fields) != 7 or fields[0].startswith("#"):
-            continue
-        token_type, _user, _password, secret, counter, last_otp, stamp = fields
-        if (
-            _COUNTER.fullmatch(counter)
-            and _LAST_OTP.fullmatch(last_otp)
-            and _TIMESTAMP.fullmatch(stamp)
-        ):
-            state[(token_type, secret.lower())] = (counter, last_otp, stamp)
+        if (found := _state_of(fields)) is not None:
+            state[(fields[0], fields[3].lower())] = found
     return state
+
+
+def _state_of(fields: list[str]) -> tuple[str, str, str] | None:
+    """``(counter, last_otp, timestamp)`` of a split line that carries all three in the
+    form liboath writes them, else None."""
+    if len(fields) != 7 or fields[0].startswith("#"):
+        return None
+    counter, last_otp, stamp = fields[4:]
+    if (
+        _COUNTER.fullmatch(counter)
+        and _LAST_OTP.fullmatch(last_otp)
+        and _TIMESTAMP.fullmatch(stamp)
+    ):
+        return counter, last_otp, stamp
+    return None
 
 
 def render_users_file(
@@ -321,6 +355,146 @@ def write_files(
     return changed
 
 
+# -- one code, one use across the API and pam_oath (API.md §8, RFC 6238 §5.2) ------------
+
+
+def format_stamp(unix_time: float) -> str:
+    """``unix_time`` (s) as liboath writes TIME: local time, e.g. ``2023-11-14T22:13:35L``."""
+    return time.strftime(TIME_FORMAT, time.localtime(unix_time))
+
+
+def parse_stamp(stamp: str) -> float | None:
+    """Unix time (s) of a TIME field read as local time, as liboath reads it (``strptime``,
+    then ``mktime`` with ``tm_isdst = -1``); None when it is not in that form."""
+    try:
+        return time.mktime(time.strptime(stamp, TIME_FORMAT))
+    except (ValueError, OverflowError):
+        return None
+
+
+def recorded_step(
+    secret: str, last_otp: str, stamp: str | None, *, interval: int, now: float, window: int
+) -> int | None:
+    """The time step whose code is the LASTOTP of a users-file line.
+
+    Candidates are the steps within ``window`` of the step of ``now`` (where liboath
+    itself looks for LASTOTP) and within ``window`` of the step of ``stamp`` (the record's
+    own time, so that a record stays found after the clock was stepped back). Each code
+    is computed at ``len(last_otp)`` digits, as liboath compares it (pam_oath records the
+    code as typed, which may be the 6-digit tail of an 8-digit code).
+
+    Args:
+        secret: Base32 seed.
+        last_otp: The LASTOTP field, 6..8 digits.
+        stamp: The TIME field, or None.
+        interval: Time step in seconds (RFC 6238 §4.1).
+        now: Unix time in seconds.
+        window: Steps on each side (``auth.twofactor.config.window``).
+
+    Returns:
+        The newest matching step (the safe choice should two steps share the code), or
+        None when none matches (the record is outside every window: it protects nothing).
+    """
+    totp = pyotp.TOTP(secret, digits=len(last_otp), interval=interval)
+    centres = {int(now // interval)}
+    made = parse_stamp(stamp) if stamp is not None else None
+    if made is not None:
+        centres.add(int(made // interval))
+    steps = {c + k for c in centres for k in range(-window, window + 1) if c + k >= 0}
+    for step in sorted(steps, reverse=True):
+        if hmac.compare_digest(totp.generate_otp(step), last_otp):
+            return step
+    return None
+
+
+def _user_line(lines: list[str], entry: OathEntry) -> tuple[int, list[str]] | None:
+    """``(index, fields)`` of the line of ``entry`` (same type, name and secret), or None."""
+    for index, raw in enumerate(lines):
+        fields = raw.split()
+        if (
+            len(fields) >= 4
+            and fields[0] == entry.token_type
+            and fields[1] == entry.username
+            and fields[3].lower() == entry.secret_hex
+        ):
+            return index, fields
+    return None
+
+
+def read_recorded_step(
+    path: Path, entry: OathEntry, secret: str, *, now: float, window: int
+) -> int | None:
+    """The step of the code last accepted for ``entry`` according to the users file
+    (blocking; run it in a thread). No lock: every writer replaces the file atomically.
+
+    Returns:
+        The step (see :func:`recorded_step`), or None when the file, the line or its
+        state is missing.
+
+    Raises:
+        OSError: the file exists but cannot be read.
+    """
+    current = _current(path)
+    if current is None:
+        return None
+    found = _user_line(current[0].splitlines(), entry)
+    state = _state_of(found[1]) if found is not None else None
+    if state is None:
+        return None
+    return recorded_step(
+        secret, state[1], state[2], interval=entry.interval, now=now, window=window
+    )
+
+
+def write_record(
+    path: Path,
+    entry: OathEntry,
+    secret: str,
+    step: int,
+    *,
+    now: float,
+    window: int,
+    lock_timeout: float,
+) -> bool:
+    """Record ``step`` as ``entry``'s last accepted code, in liboath's form, so pam_oath
+    refuses that code and older ones (blocking; run it in a thread).
+
+    Under liboath's lock the file is read again; the line gets ``COUNTER LASTOTP TIME``
+    with COUNTER kept (``0`` when there was none), LASTOTP the code of ``step`` and TIME
+    ``now`` in local time; the file is replaced atomically (mode 0600). A record that is
+    already at ``step`` or newer is never moved back.
+
+    Returns:
+        False when the file already records ``step`` or a newer step: pam_oath accepted
+        that code (or a newer one) since the caller looked. True otherwise, including
+        when there is nothing to record (no file, or no line for this secret).
+
+    Raises:
+        OSError: the lock, the read or the replace failed (then the file is unchanged).
+    """
+    with liboath_lock(path, lock_timeout):
+        current = _current(path)
+        if current is None:
+            return True
+        lines = current[0].splitlines(keepends=True)
+        found = _user_line(lines, entry)
+        if found is None:
+            return True
+        index, fields = found
+        state = _state_of(fields)
+        if state is not None:
+            seen = recorded_step(
+                secret, state[1], state[2], interval=entry.interval, now=now, window=window
+            )
+            if seen is not None and seen >= step:
+                return False
+        counter = state[0] if state is not None else "0"
+        code = pyotp.TOTP(secret, digits=entry.digits, interval=entry.interval).generate_otp(step)
+        lines[index] = entry.line((counter, code, format_stamp(now)))
+        replace_file(path, "".join(lines), 0o600)
+        return True
+
+
 class SshOathService(Service):
     """Keeps the OATH users file and PAM snippet in step with the database."""
 
@@ -390,7 +564,126 @@ class SshOathService(Service):
         """
         await self._sync(ctx, "start-up" if ctx is None else ctx.method)
 
+    async def last_step(self, user: UserRow, secret: str) -> int | None:
+        """The time step of the code pam_oath (or this daemon) last recorded for
+        ``user`` in the users file, so that the caller refuses that code and older ones
+        (API.md §8, RFC 6238 §5.2).
+
+        Args:
+            user: The user whose code is being checked.
+            secret: Their decrypted base32 seed (``user.totp_secret``).
+
+        Returns:
+            The step, or None while SSH 2FA is off, when the file has no line for this
+            user and secret or no record on it, or when the file cannot be read (logged:
+            pam_oath cannot read it either, so it cannot have accepted a code meanwhile;
+            the database record still applies).
+        """
+        found = await self._record_entry(user, secret)
+        if found is None:
+            return None
+        entry, window = found
+        path = self.middleware.settings.oath_users_path.absolute()
+        now = self.middleware.clock.time()
+        try:
+            return await asyncio.to_thread(
+                read_recorded_step, path, entry, secret, now=now, window=window
+            )
+        except OSError as exc:
+            logger.warning(
+                "user %s: cannot read %s (%s); the code is checked against the database only",
+                user.username,
+                path,
+                exc.strerror or type(exc).__name__,
+            )
+            return None
+
+    async def record_step(self, user: UserRow, secret: str, step: int) -> bool:
+        """Record ``step``, which the daemon has just accepted (and stored) for ``user``,
+        in the users file, so pam_oath refuses that code and older ones (API.md §8).
+
+        Runs under liboath's lock (waiting at most :attr:`RECORD_LOCK_TIMEOUT` s) and this
+        service's own lock (``fcntl`` locks do not exclude threads of one process), and
+        is shielded from cancellation: once the database has used the code up, the file
+        should say so too. A failure does not fail the login (the database record stays
+        the source of truth): it is logged and raises the alert ``SshOathRecordFailed``
+        (cleared by the next good record), because pam_oath may then accept the code
+        once more while it is within the window.
+
+        Args:
+            user: The user whose code was accepted.
+            secret: Their decrypted base32 seed.
+            step: The accepted time step T (RFC 6238 §4.2).
+
+        Returns:
+            False when the file shows that pam_oath accepted this step or a newer one
+            since :meth:`last_step` was read: the caller must refuse the code as a replay.
+            True otherwise (recorded, nothing to record, or a failure that was reported).
+        """
+        found = await self._record_entry(user, secret)
+        if found is None:
+            return True
+        return await asyncio.shield(self._record(user, secret, step, *found))
+
     # -- internals ---------------------------------------------------------------------
+
+    #: Seconds :meth:`record_step` waits for liboath's lock: pam_oath holds it for
+    #: milliseconds, and a login must not hang behind a stuck lock.
+    RECORD_LOCK_TIMEOUT = 2.0
+
+    async def _record_entry(self, user: UserRow, secret: str) -> tuple[OathEntry, int] | None:
+        """``(entry, window)`` of ``user``'s users-file line while SSH 2FA is on, else None."""
+        config = await self.middleware.service("auth.twofactor").get_config()
+        if not (config.enabled and config.ssh):
+            return None
+        try:
+            secret_hex = base32_to_hex(secret)
+        except ValueError:
+            return None
+        entry = OathEntry(user.username, user.totp_interval, user.totp_digits, secret_hex)
+        return entry, config.window
+
+    async def _record(
+        self, user: UserRow, secret: str, step: int, entry: OathEntry, window: int
+    ) -> bool:
+        path = self.middleware.settings.oath_users_path.absolute()
+        async with self._lock:
+            try:
+                recorded = await asyncio.to_thread(
+                    write_record,
+                    path,
+                    entry,
+                    secret,
+                    step,
+                    now=self.middleware.clock.time(),
+                    window=window,
+                    lock_timeout=self.RECORD_LOCK_TIMEOUT,
+                )
+            except OSError as exc:
+                detail = f"{path}: {exc.strerror or type(exc).__name__}"
+                # Never the code: only whose it was and why it was not recorded.
+                logger.error(
+                    "user %s: accepted one-time code not recorded for pam_oath (%s); SSH may "
+                    "accept it once more while it is within the window",
+                    user.username,
+                    detail,
+                )
+                self.middleware.service("alert").raise_alert(
+                    RECORD_FAILED_ALERT,
+                    "WARNING",
+                    f"A one-time code accepted for user {user.username!r} could not be "
+                    f"recorded for SSH ({detail}). pam_oath may accept that code once more "
+                    "while it is within the window; fix the file or its folder.",
+                )
+                return True
+        self.middleware.service("alert").clear_alert(RECORD_FAILED_ALERT)
+        if not recorded:
+            logger.warning(
+                "user %s: a code of the same or a newer time step was used over SSH meanwhile;"
+                " refused",
+                user.username,
+            )
+        return recorded
 
     async def _sync(self, ctx: CallContext | None, origin: str) -> bool:
         """:meth:`sync`; True when the users file was rewritten."""
