@@ -19,9 +19,12 @@ an injected clock the check measures the clock that codes are really checked aga
 Server answers (RFC 5905): a server is usable when it answers in time with a well-formed
 server-mode packet (§7.3, mode 4) that echoes our transmit timestamp (§8, bogus check),
 is synchronised (stratum 1..15, leap indicator not 3, §7.3) and is not a kiss-o'-death
-(stratum 0, §7.4). The state uses the median offset of the usable servers. No failure of
-a server (timeout, DNS, malformed answer, local clock outside NTP era 0) raises: each
-becomes an ``error`` text in the server's status entry.
+(stratum 0, §7.4). Each server is asked again every ``RETRANSMIT_INTERVAL`` seconds until
+it answers or ``ntp_timeout`` is spent, so one lost request (or one sent while the server
+was still starting) does not make it unreachable until the next periodic check. The state
+uses the median offset of the usable servers. No failure of a server (timeout, DNS,
+malformed answer, local clock outside NTP era 0) raises: each becomes an ``error`` text in
+the server's status entry.
 """
 
 from __future__ import annotations
@@ -79,6 +82,8 @@ NTP_ERA0_END = 2**32 - ntplib.NTP.NTP_DELTA
 MAX_DISTANCE = 16.0
 #: Slack for the thread running the query before the check gives up on it, seconds.
 THREAD_GRACE = 1.0
+#: Seconds to wait for an answer before the request is sent again (within ``ntp_timeout``).
+RETRANSMIT_INTERVAL = 0.5
 #: Allowed error when comparing the echoed origin timestamp with our send time, seconds.
 ORIGIN_SLACK = 0.001
 #: Queries running at once, daemon-wide. A separate pool, so a resolver that hangs in
@@ -204,32 +209,44 @@ def query_server(address: str, port: int, timeout: float, clock: Clock) -> Serve
     if remaining <= 0:
         sample.error = f"timeout: no answer within {timeout:g} s (name resolution was slow)"
         return sample
-    try:
-        system_before, clock_before = time.time(), clock.time()
-        stats = ntplib.NTPClient().request(host, version=NTP_VERSION, port=port, timeout=remaining)
-        system_after, clock_after = time.time(), clock.time()
-    except ntplib.NTPException as exc:
-        text = str(exc)
-        if text.startswith("No response"):
+    while True:
+        # Retransmit, as NTP clients do (RFC 5905's "iburst"): a request can be lost, or
+        # reach a server that is still starting (a datagram to a port nobody has bound yet
+        # vanishes without any error). One unanswered request must not leave the state
+        # UNREACHABLE until the next periodic check. Each attempt is a new exchange on a
+        # new socket, so the origin check below always matches the attempt that answered;
+        # the last attempt waits for all that is left of ``timeout``.
+        wait = remaining if remaining <= 2 * RETRANSMIT_INTERVAL else RETRANSMIT_INTERVAL
+        try:
+            system_before, clock_before = time.time(), clock.time()
+            stats = ntplib.NTPClient().request(host, version=NTP_VERSION, port=port, timeout=wait)
+            system_after, clock_after = time.time(), clock.time()
+            break
+        except ntplib.NTPException as exc:
+            text = str(exc)
+            if text.startswith("No response"):
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    continue
+                sample.error = f"timeout: no answer within {timeout:g} s"
+            elif "fields" in text:  # our own request could not be encoded
+                sample.error = "local clock out of range: cannot encode an NTP timestamp"
+            else:
+                sample.error = "malformed: the answer is not a valid NTP packet (RFC 5905 §7.3)"
+            return sample
+        except ConnectionRefusedError:
+            sample.error = "refused: the server's port is closed"
+            return sample
+        except TimeoutError:
             sample.error = f"timeout: no answer within {timeout:g} s"
-        elif "fields" in text:  # our own request could not be encoded
-            sample.error = "local clock out of range: cannot encode an NTP timestamp"
-        else:
-            sample.error = "malformed: the answer is not a valid NTP packet (RFC 5905 §7.3)"
-        return sample
-    except ConnectionRefusedError:
-        sample.error = "refused: the server's port is closed"
-        return sample
-    except TimeoutError:
-        sample.error = f"timeout: no answer within {timeout:g} s"
-        return sample
-    except OSError as exc:
-        sample.error = f"network: {exc.strerror or type(exc).__name__}"
-        return sample
-    except Exception as exc:  # a bug in the library must not become -32603
-        logger.debug("NTP query of %s:%s failed", address, port, exc_info=True)
-        sample.error = f"malformed: the answer could not be decoded ({type(exc).__name__})"
-        return sample
+            return sample
+        except OSError as exc:
+            sample.error = f"network: {exc.strerror or type(exc).__name__}"
+            return sample
+        except Exception as exc:  # a bug in the library must not become -32603
+            logger.debug("NTP query of %s:%s failed", address, port, exc_info=True)
+            sample.error = f"malformed: the answer could not be decoded ({type(exc).__name__})"
+            return sample
     sample.stratum, sample.leap = int(stats.stratum), int(stats.leap)
     if math.isfinite(stats.delay):
         sample.delay = max(float(stats.delay), 0.0)

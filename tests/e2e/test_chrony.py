@@ -7,8 +7,10 @@ Sign convention (ntplib, API.md §6): a daemon clock 90 s *ahead* gives offset a
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -192,7 +194,7 @@ async def test_failed_otp_names_the_skew(base: Path, chrony: tuple[str, int]) ->
     try:
         async with admin_of(daemon) as admin:
             status = await admin.call("system.time_sync.status")
-            assert status["state"] == "SKEWED"
+            assert status["state"] == "SKEWED", status  # servers[0].error says why not
             assert [a["level"] for a in await alerts_of(admin, "TimeSkew")] == ["CRITICAL"]
             login = ["-U", "alice", "-P", "alice-pw", "--otp"]
 
@@ -217,6 +219,31 @@ async def test_failed_otp_names_the_skew(base: Path, chrony: tuple[str, int]) ->
                 description = failure["event_data"]["description"]
                 assert re.search("skewed by " + skew, description), description
     finally:
+        daemon.stop()
+
+
+async def test_a_check_sent_before_chronyd_serves_still_reaches_it(base: Path) -> None:
+    """A check whose first request arrives before chronyd serves the port (a socket there
+    takes it and never answers, as an unbound port drops it) is still SYNCED once chronyd
+    starts on that port within ntp_timeout: the request is sent again, not given up."""
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    daemon = start(base)
+    try:
+        sink.bind(("127.0.0.1", 0))
+        sink.settimeout(30)
+        port = sink.getsockname()[1]
+        async with admin_of(daemon) as admin:
+            # The new server is checked at once, in the background: its first request.
+            await admin.call("system.ntpserver.create", {"address": "127.0.0.1", "port": port})
+            request, _ = await asyncio.to_thread(sink.recvfrom, 512)
+            assert request[0] & 0x7 == 3  # an NTP client request (RFC 5905 §7.3)
+            sink.close()
+            with chrony_server(stratum=8, port=port):
+                status = await admin.call("system.time_sync.status")  # that same check
+            assert status["state"] == "SYNCED", status
+            assert status["servers"][0]["stratum"] == 8
+    finally:
+        sink.close()
         daemon.stop()
 
 

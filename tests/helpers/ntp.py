@@ -179,9 +179,11 @@ def free_udp_port() -> int:
 
 
 @contextlib.contextmanager
-def chrony_server(*, stratum: int = 8, timeout: float = 30) -> Iterator[tuple[str, int]]:
-    """chronyd serving its own clock as ``stratum`` on a free 127.0.0.1 port; yields
-    ``(host, port)`` once it answers.
+def chrony_server(
+    *, stratum: int = 8, timeout: float = 30, port: int | None = None
+) -> Iterator[tuple[str, int]]:
+    """chronyd serving its own clock as ``stratum`` on 127.0.0.1 ``port`` (default: a free
+    one); yields ``(host, port)`` once it answers.
 
     ``local stratum N`` with no upstream sources makes chronyd serve the system clock;
     ``-x`` keeps it from ever adjusting that clock; ``-d`` keeps it in the foreground;
@@ -193,7 +195,7 @@ def chrony_server(*, stratum: int = 8, timeout: float = 30) -> Iterator[tuple[st
     """
     assert CHRONYD is not None, chrony_unavailable()
     folder = Path(tempfile.mkdtemp(prefix="chrony-", dir="/tmp"))
-    port = free_udp_port()
+    port = free_udp_port() if port is None else port
     conf = folder / "chrony.conf"
     conf.write_text(
         f"local stratum {stratum}\n"
