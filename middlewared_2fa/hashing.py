@@ -1,9 +1,11 @@
 """Bounded password hashing (API.md §3): at most ``workers`` argon2 operations run at
 once; up to ``queue_limit`` more wait, at most ``per_address`` of them from one client
-address, served round-robin across addresses. A call that finds its address's share or
-the queue full fails at once with EBUSY, so a flood from many addresses delays a login
-from another address by about (addresses / workers) hash times, and never exhausts
-memory or threads.
+address, served round-robin across addresses. A call that finds its address's share full
+fails at once with EBUSY. When the whole queue is full, a call from an address with fewer
+waiting than the busiest address takes the place of that address's newest waiter (which
+gets EBUSY): so however many addresses flood, each keeps a fair share of the queue and a
+login from another address is delayed by about (addresses / workers) hash times instead
+of refused, and memory and threads stay bounded.
 """
 
 from __future__ import annotations
@@ -64,7 +66,10 @@ class HashingPool:
 
     async def _wait_turn(self, address: str) -> None:
         line = self._waiting.get(address)
-        if self._queued >= self.queue_limit or (line is not None and len(line) >= self.per_address):
+        mine = len(line) if line is not None else 0
+        if mine >= self.per_address:
+            raise CallError("Rate Limit Exceeded", EBUSY)
+        if self._queued >= self.queue_limit and not self._make_room(mine):
             raise CallError("Rate Limit Exceeded", EBUSY)
         if line is None:
             line = self._waiting[address] = deque()
@@ -74,11 +79,26 @@ class HashingPool:
         try:
             await turn  # _hand_over passes its worker slot on: _running stays the same
         except BaseException:
-            if turn.done() and not turn.cancelled():
+            if turn.done() and not turn.cancelled() and turn.exception() is None:
                 self._hand_over()  # our turn had come: pass it on
-            else:
+            elif not turn.done() or turn.cancelled():
                 self._forget(address, turn)
-            raise
+            raise  # (or we were bumped by _make_room: already out of the queue)
+
+    def _make_room(self, mine: int) -> bool:
+        """The queue is full: bump the newest waiter of the address with the most waiting,
+        if it has more than the caller would after joining (fair share). False: none."""
+        busiest = max(self._waiting, key=lambda a: len(self._waiting[a]))
+        line = self._waiting[busiest]
+        if len(line) <= mine + 1:
+            return False
+        bumped = line.pop()
+        self._queued -= 1
+        if not line:
+            del self._waiting[busiest]
+        if not bumped.done():
+            bumped.set_exception(CallError("Rate Limit Exceeded", EBUSY))
+        return True
 
     def _forget(self, address: str, turn: asyncio.Future[None]) -> None:
         line = self._waiting.get(address)

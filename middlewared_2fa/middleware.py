@@ -204,6 +204,8 @@ class Middleware:
             data["method"] = method
         if error is not None:
             data["error"] = error
+        if session is not None and session.identity is not None:
+            data["credentials"] = session.identity.credentials
         row = AuditRow(
             audit_id=str(uuid.uuid4()),
             timestamp=time.time(),
@@ -212,6 +214,7 @@ class Middleware:
             address=session.address if session else None,
             success=success,
             event_data=data,
+            session=session.id if session is not None else None,
         )
         try:
             await self.repos.audit.append(row)

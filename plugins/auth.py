@@ -67,8 +67,12 @@ LOCKED_ALERT = "AccountLocked"
 PENDING_OTP_TTL = 300.0
 #: Lifetime of a reconnect token (API.md §3), seconds.
 RECONNECT_TOKEN_TTL = 600.0
-#: Names that are not accounts whose failures are remembered (oldest forgotten first).
-UNKNOWN_NAMES = 4096
+#: Names that are not accounts whose failures are remembered. When full, the oldest that
+#: is not cooling down is forgotten, so a flood of fresh names cannot push out a name
+#: in a cool-down (which would then answer differently from an account, API.md §3).
+UNKNOWN_NAMES = 16384
+#: Entries looked at for one that is not cooling down before the oldest goes anyway.
+_EVICTION_SCAN = 32
 #: First cool-down (s); it doubles with every further failure (API.md §3).
 BASE_COOLDOWN = 30.0
 
@@ -139,9 +143,19 @@ class AccountThrottle:
             return self._accounts.setdefault(key, _Count())
         count = self._names.pop(key, None) or _Count()
         self._names[key] = count  # most recent last
-        while len(self._names) > UNKNOWN_NAMES:
-            self._names.popitem(last=False)
+        if len(self._names) > UNKNOWN_NAMES:
+            self._evict_name()
         return count
+
+    def _evict_name(self) -> None:
+        now = self.service.middleware.clock.time()
+        for _ in range(_EVICTION_SCAN):
+            name, count = next(iter(self._names.items()))
+            if count.cooldown_until <= now:
+                del self._names[name]
+                return
+            self._names.move_to_end(name)  # cooling down: keep it, look at the next
+        self._names.popitem(last=False)
 
     def begin(self, key: int | str) -> Attempt:
         """Start an attempt for ``key``: refused during a cool-down, else counted now.
@@ -173,7 +187,13 @@ class AccountThrottle:
         count.failures = max(0, count.failures - 1)
         if attempt.set_until is not None and count.cooldown_until == attempt.set_until:
             count.cooldown_until = attempt.previous_until
-        self._persist_soon(attempt.key)
+        key = attempt.key
+        if isinstance(key, str) and count.failures == 0 and count.cooldown_until == 0:
+            # An attempt refused unchecked (a full hashing queue) leaves no trace: it must
+            # not take a place in the table of names that are not accounts.
+            if self._names.get(key) is count:
+                del self._names[key]
+        self._persist_soon(key)
 
     async def reset(self, key: int | str) -> None:
         """A completed login (or an administrator's unlock): the count starts again."""

@@ -58,6 +58,7 @@ MIGRATIONS: list[str] = [
     # 2: credential generations (API.md §9) and account throttling (API.md §3).
     """
     ALTER TABLE users ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE audit ADD COLUMN session TEXT;
     CREATE TABLE auth_throttle (
         user_id        INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
         failures       INTEGER NOT NULL CHECK (failures >= 0),

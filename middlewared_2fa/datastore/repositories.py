@@ -333,6 +333,8 @@ class AuditRow:
     address: str | None
     success: bool
     event_data: dict[str, Any] = field(default_factory=dict)
+    #: Id of the session (connection) that made it (API.md §9), None for the daemon.
+    session: str | None = None
 
 
 class AuditRepository:
@@ -344,7 +346,7 @@ class AuditRepository:
     async def append(self, entry: AuditRow) -> None:
         await self.db.write(
             "INSERT INTO audit (audit_id, timestamp, event, username, address, success, "
-            "event_data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "event_data, session) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 entry.audit_id,
                 entry.timestamp,
@@ -353,16 +355,19 @@ class AuditRepository:
                 entry.address,
                 int(entry.success),
                 json.dumps(entry.event_data),
+                entry.session,
             ),
         )
 
     async def list(self) -> list[AuditRow]:
         """All entries, oldest first."""
         rows = await self.db.fetch_all(
-            "SELECT audit_id, timestamp, event, username, address, success, event_data "
-            "FROM audit ORDER BY id"
+            "SELECT audit_id, timestamp, event, username, address, success, event_data, "
+            "session FROM audit ORDER BY id"
         )
-        return [AuditRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), json.loads(r[6])) for r in rows]
+        return [
+            AuditRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), json.loads(r[6]), r[7]) for r in rows
+        ]
 
 
 class MetaRepository:

@@ -25,6 +25,7 @@ class AuditEntry(Out):
     address: str | None
     success: bool
     event_data: dict[str, Any]
+    session: str | None = Field(None, description="id of the session that made it (auth.sessions)")
 
 
 class AuditQueryArgs(Model):

@@ -585,3 +585,19 @@ async def test_stolen_level_1_credential_cannot_read_the_second_factor(
                 ), method
         async with logged_in(daemon, "ray", "pw-r", CODE) as c:
             assert (await c.call("user.twofactor_config", "ray"))["secret_configured"] is True
+
+
+async def test_audit_entries_carry_the_session(daemon: InProcessDaemon) -> None:
+    """Audit entries carry the id of the session that made them and its credentials
+    (API.md §9), so an action can be tied to a session from auth.sessions."""
+    async with daemon.admin() as admin, user_asset(admin, "sam", "pw-s"):
+        async with logged_in(daemon, "sam", "pw-s") as sam:
+            mine = [s for s in await sam.call("auth.sessions") if s["current"]][0]["id"]
+            await sam.call("auth.logout")
+        entries = await admin.call("audit.query", [["session", "=", mine]])
+        described = [
+            (e["event_data"]["description"], e["event_data"].get("credentials")) for e in entries
+        ]
+        assert ("password login", "LOGIN_PASSWORD") in described
+        assert ("logout", "LOGIN_PASSWORD") in described
+        assert all(e["username"] == "sam" for e in entries)
