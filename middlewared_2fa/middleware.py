@@ -21,6 +21,7 @@ from middlewared_2fa.datastore.repositories import AuditRow
 from middlewared_2fa.errors import StartupError
 from middlewared_2fa.events import EventHub
 from middlewared_2fa.hashing import HashingPool
+from middlewared_2fa.hooks import Hooks
 from middlewared_2fa.plugins import default_plugins_dir, discover
 from middlewared_2fa.session import Session, SessionRegistry
 
@@ -86,6 +87,8 @@ class Middleware:
         self.sessions = SessionRegistry(self.clock)
         #: Bounded, fair password hashing (API.md §3).
         self.hashing = HashingPool(settings.password_verifications)
+        #: Named hook points that plugins publish and subscribe to.
+        self.hooks = Hooks()
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- life cycle -------------------------------------------------------------------

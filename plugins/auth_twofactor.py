@@ -122,8 +122,9 @@ class TwoFactorService(Service):
     ) -> dict[str, Any]:
         """Change some of ``enabled``, ``window`` (0..10 steps), ``services.ssh``, ``issuer``.
 
-        Enabling (false -> true) first checks the clock when a time-sync service is
-        loaded: a skewed clock is a validation error on ``auth_twofactor_update.enabled``.
+        Subscribers of the hook ``auth.twofactor.pre_update`` validate the change first
+        (the clock check when enabling, API.md §4; the SSH password rule, §5); those of
+        ``auth.twofactor.post_update`` follow it (the SSH files, §8).
 
         Raises:
             ValidationErrors: invalid values (schema) or the clock gate.
@@ -140,19 +141,13 @@ class TwoFactorService(Service):
         if "issuer" in given:
             new.issuer = auth_twofactor_update.issuer
         errors = ValidationErrors()
-        if new.enabled and not old.enabled:
-            gate = self.middleware.services.get("system.time_sync")
-            if gate is not None:
-                await gate.gate_enable(errors, "auth_twofactor_update.enabled")
-        if (ssh_oath := self.middleware.services.get("ssh.oath")) is not None:  # API.md §5, §8
-            await ssh_oath.validate_twofactor_update(errors, old, new)
+        await self.middleware.hooks.run("auth.twofactor.pre_update", ctx, errors, old, new)
         errors.check()
         await self.middleware.repos.twofactor.put(new)
         self._config_cache = new
         entry = self.entry(new)
         self.middleware.events.emit("auth.twofactor.config", "changed", 1, entry)
-        if ssh_oath is not None:
-            await ssh_oath.sync(ctx)  # rewrites the OATH files; CallError if it cannot
+        await self.middleware.hooks.run("auth.twofactor.post_update", ctx, old, new)
         return entry
 
     # -- for other services ----------------------------------------------------------

@@ -495,6 +495,13 @@ def write_record(
         return True
 
 
+def _line_key(row: UserRow | None) -> tuple[str, str, int, int] | None:
+    """What of a user row the users file shows: None without a secret."""
+    if row is None or row.totp_secret is None:
+        return None
+    return (row.username, row.totp_secret, row.totp_interval, row.totp_digits)
+
+
 class SshOathService(Service):
     """Keeps the OATH users file and PAM snippet in step with the database."""
 
@@ -511,6 +518,36 @@ class SshOathService(Service):
         #: unknown or the last write failed (then every hook retries).
         self._written_active: bool | None = None
         self._recheck: asyncio.Task[None] | None = None
+
+    async def setup(self) -> None:
+        hooks = self.middleware.hooks
+        hooks.register("auth.twofactor.pre_update", self._pre_twofactor_update)
+        hooks.register("auth.twofactor.post_update", self._post_twofactor_update)
+        hooks.register("user.post_change", self._post_user_change)
+
+    async def _pre_twofactor_update(
+        self,
+        ctx: CallContext,
+        errors: ValidationErrors,
+        old: TwoFactorConfigRow,
+        new: TwoFactorConfigRow,
+    ) -> None:
+        await self.validate_twofactor_update(errors, old, new)
+
+    async def _post_twofactor_update(
+        self, ctx: CallContext, old: TwoFactorConfigRow, new: TwoFactorConfigRow
+    ) -> None:
+        await self.sync(ctx)  # rewrites the OATH files; CallError (EIO) if it cannot
+
+    async def _post_user_change(
+        self, ctx: CallContext, old: UserRow | None, new: UserRow | None
+    ) -> None:
+        """Hook: a user's line in the users file changes only with its secret, its TOTP
+        parameters or its name (or when a user with a secret appears or goes)."""
+        before = _line_key(old)
+        after = _line_key(new)
+        if before != after and (before is not None or after is not None):
+            await self.sync(ctx)
 
     async def start(self) -> None:
         """Write the files at start-up; a failure raises the alert but does not stop the

@@ -456,6 +456,17 @@ class TimeSyncService(Service):
 
     async def setup(self) -> None:
         self.middleware.events.add_listener(self._on_event)
+        # The clock gate runs first among the validations of a 2FA update (API.md §4).
+        self.middleware.hooks.register(
+            "auth.twofactor.pre_update", self._pre_twofactor_update, order=-10
+        )
+
+    async def _pre_twofactor_update(
+        self, ctx: Any, errors: ValidationErrors, old: Any, new: Any
+    ) -> None:
+        """Hook: enabling global 2FA (false -> true) first checks the clock."""
+        if new.enabled and not old.enabled:
+            await self.gate_enable(errors, "auth_twofactor_update.enabled")
 
     async def start(self) -> None:
         self._periodic_task = self.middleware.spawn(self._periodic(), "time-sync periodic check")

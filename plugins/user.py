@@ -310,12 +310,11 @@ class UserService(Service):
                 "required for SSH; configure the user's secret first",
             )
 
-    async def _sync_ssh_oath(self, ctx: CallContext) -> None:
-        """Rewrite the SSH OATH users file (API.md §8) when the ``ssh.oath`` plugin is
-        loaded. Raises CallError (EIO) when it cannot be written; the change stays saved."""
-        ssh_oath = self.middleware.services.get("ssh.oath")
-        if ssh_oath is not None:
-            await ssh_oath.sync(ctx)
+    async def _changed(self, ctx: CallContext, old: UserRow | None, new: UserRow | None) -> None:
+        """Run the hook ``user.post_change`` (the SSH OATH users file follows it, API.md
+        §8). Raises what a subscriber raises, e.g. CallError (EIO) when the users file
+        cannot be written; the change itself stays saved."""
+        await self.middleware.hooks.run("user.post_change", ctx, old, new)
 
     # -- CRUD ------------------------------------------------------------------------
 
@@ -388,6 +387,7 @@ class UserService(Service):
         row = await repos.users.get(user_id)
         assert row is not None
         self._emit("added", row)
+        await self._changed(ctx, None, row)
         return self.entry(row)
 
     @api_method(UserUpdateArgs, UserEntryResult, roles=[], audit=True)
@@ -471,8 +471,7 @@ class UserService(Service):
         if new is None:
             raise CallError(f"User id {id} does not exist", ENOENT)
         self._emit("changed", new)
-        if new.username != row.username and new.totp_secret is not None:
-            await self._sync_ssh_oath(ctx)
+        await self._changed(ctx, row, new)
         return self.entry(new)
 
     @api_method(UserDeleteArgs, BoolResult, roles=["ACCOUNT_WRITE"], audit=True)
@@ -498,8 +497,7 @@ class UserService(Service):
         self.middleware.sessions.credentials_changed(id, 2**62)
         self.middleware.service("auth").throttle.forget(id)
         self._emit("removed", row)
-        if row.totp_secret is not None:
-            await self._sync_ssh_oath(ctx)
+        await self._changed(ctx, row, None)
         return True
 
     # -- two-factor ------------------------------------------------------------------
@@ -542,7 +540,7 @@ class UserService(Service):
         if new is None:
             raise CallError(f"User {username[:64]!r} does not exist", ENOENT)
         self._emit("changed", new)
-        await self._sync_ssh_oath(ctx)
+        await self._changed(ctx, row, new)
         return new
 
     @api_method(UserRenew2faSecretArgs, UserRenew2faSecretResult, roles=[], audit=True)
