@@ -22,6 +22,7 @@ from PIL import Image
 from tests.api.bug_case_helpers import assert_call_error, call_error
 from tests.helpers.assets import user_asset
 from tests.helpers.daemon import InProcessDaemon
+from tests.helpers.outside import ZBAR_QR_ONLY
 from tests.helpers.rfc import RFC_SECRET
 
 BORDER = 4  # quiet zone in modules (API.md: the daemon renders with border 4)
@@ -93,6 +94,7 @@ async def zbar_decode(png: bytes, folder: Path) -> bytes:
         "--raw",
         "-q",
         "-Sbinary",
+        *ZBAR_QR_ONLY,
         str(path),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

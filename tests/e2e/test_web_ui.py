@@ -37,6 +37,7 @@ from tests.helpers.daemon import (
     start_subprocess_daemon,
 )
 from tests.helpers.ntp import NtpResponder
+from tests.helpers.outside import ZBAR_QR_ONLY
 
 #: The login screen's answer to EBUSY: the account's cool-down or the address's limit.
 TOO_MANY = (
@@ -179,7 +180,10 @@ class Authenticator:
 def scan(image: Path) -> str:
     """What ``zbarimg`` reads from the QR code in ``image``."""
     done = subprocess.run(
-        ["zbarimg", "--quiet", "--raw", str(image)], capture_output=True, text=True, timeout=60
+        ["zbarimg", "--quiet", "--raw", *ZBAR_QR_ONLY, str(image)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, f"zbarimg found no QR code in {image}: {done.stderr}"
     return done.stdout.strip()

@@ -58,10 +58,20 @@ def parse_otpauth(uri: str) -> OtpAuth:
     )
 
 
+#: zbarimg options that look for QR codes only.
+ZBAR_QR_ONLY = ("-Sdisable", "-Sqrcode.enable")
+
+
 def zbar_decode(image: Path) -> str:
-    """What ``zbarimg --raw -q`` reads from ``image`` (exactly one symbol expected)."""
+    """What ``zbarimg --raw -q`` reads from ``image`` as a QR code (exactly one symbol
+    expected). Only QR codes are looked for, as an authenticator app's camera does: with
+    every symbology on, zbar now and then also reads a stray linear barcode out of a
+    QR code's modules (seen: an extra "A62A" line)."""
     done = subprocess.run(
-        ["zbarimg", "--raw", "-q", str(image)], capture_output=True, text=True, timeout=120
+        ["zbarimg", "--raw", "-q", *ZBAR_QR_ONLY, str(image)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done
     assert done.stdout.endswith("\n"), done.stdout
