@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
+from middlewared_2fa.errors import NotAuthenticated
 from middlewared_2fa.roles import ALL_ROLES
 
 if TYPE_CHECKING:
     from middlewared_2fa.middleware import Middleware
-    from middlewared_2fa.session import Session
+    from middlewared_2fa.session import Identity, Session
 
 
 @dataclass(slots=True)
@@ -45,6 +46,36 @@ class CallContext:
     session: Session
     method: str
     connection: Any = None
+
+    @property
+    def identity(self) -> Identity:
+        """The caller's principal.
+
+        Raises:
+            NotAuthenticated: the session is not logged in.
+        """
+        identity = self.session.identity
+        if identity is None:
+            raise NotAuthenticated()
+        return identity
+
+    def login(self, identity: Identity) -> None:
+        """Make ``identity`` this session's principal, through the session registry.
+
+        Raises:
+            StaleCredential: the account changed after ``identity`` was built (API.md §9).
+        """
+        if self.connection is not None:
+            self.middleware.sessions.login(self.connection, identity)
+        else:  # an internal call without a connection
+            self.session.identity = identity
+
+    def logout(self) -> None:
+        """Log this session out (the connection stays open); its tokens end."""
+        if self.connection is not None:
+            self.middleware.sessions.logout(self.connection)
+        else:
+            self.session.identity = None
 
 
 @dataclass(slots=True, frozen=True)

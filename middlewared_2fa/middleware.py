@@ -7,7 +7,6 @@ import asyncio
 import logging
 import secrets
 import socket
-import time
 import uuid
 from collections import deque
 from typing import Any
@@ -211,7 +210,7 @@ class Middleware:
             data["credentials"] = session.identity.credentials
         row = AuditRow(
             audit_id=str(uuid.uuid4()),
-            timestamp=time.time(),
+            timestamp=self.clock.time(),
             event=event,
             username=username if username is not None else (session.username if session else None),
             address=session.address if session else None,

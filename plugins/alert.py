@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
-import time
 import uuid
 from typing import Any
 
@@ -43,7 +41,7 @@ class AlertService(Service):
             "klass": klass,
             "level": level,
             "formatted": formatted,
-            "datetime": time.time(),
+            "datetime": self.middleware.clock.time(),
         }
         self._alerts[(klass, key)] = alert
         self.middleware.events.emit("alert.list", "added", alert["uuid"], dict(alert))
@@ -53,7 +51,3 @@ class AlertService(Service):
         for k in [k for k in self._alerts if k[0] == klass and (key is None or k[1] == key)]:
             alert = self._alerts.pop(k)
             self.middleware.events.emit("alert.list", "removed", alert["uuid"], dict(alert))
-
-    def active(self, klass: str) -> builtins.list[dict[str, Any]]:
-        """The current alerts of ``klass``."""
-        return [a for (k, _), a in self._alerts.items() if k == klass]

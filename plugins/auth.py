@@ -308,8 +308,7 @@ class AuthService(Service):
     async def me(self, ctx: CallContext) -> dict[str, Any]:
         """The logged-in user: ``{id, pw_name, full_name, roles, account_attributes,
         credentials, two_factor_config}`` (no secret, no URI)."""
-        assert ctx.session.identity is not None
-        return await self.me_for(ctx.session.identity)
+        return await self.me_for(ctx.identity)
 
     @api_method(AuthGenerateTokenArgs, StrResult, roles=[])
     async def generate_token(
@@ -348,10 +347,7 @@ class AuthService(Service):
         await self.middleware.audit(
             "AUTHENTICATION", ctx.session, success=True, description="logout"
         )
-        if ctx.connection is not None:
-            self.middleware.sessions.logout(ctx.connection)
-        else:
-            ctx.session.identity = None
+        ctx.logout()
         return True
 
     # -- API: sessions ------------------------------------------------------------------
@@ -363,8 +359,7 @@ class AuthService(Service):
         """``[AuthSessionsEntry]`` (TrueNAS shape, API.md §9): every session with
         AUTH_SESSIONS_READ, else the caller's own user's sessions. Filters and options
         as ``user.query``."""
-        identity = ctx.session.identity
-        assert identity is not None
+        identity = ctx.identity
         everyone = has_any(identity.granted, ["AUTH_SESSIONS_READ"])
         entries = [
             describe(s, current=s is ctx.session)
@@ -384,8 +379,7 @@ class AuthService(Service):
         Raises:
             CallError: EPERM for a session of a user whose roles the caller does not hold.
         """
-        identity = ctx.session.identity
-        assert identity is not None
+        identity = ctx.identity
         target = self.middleware.sessions.get(id)
         if target is None or target.identity is None:
             return False
@@ -399,8 +393,7 @@ class AuthService(Service):
     @api_method(AuthTerminateOtherSessionsArgs, BoolResult, roles=[], audit=True)
     async def terminate_other_sessions(self, ctx: CallContext) -> bool:
         """End every other session of the caller's user (API.md §9). Returns true."""
-        identity = ctx.session.identity
-        assert identity is not None
+        identity = ctx.identity
         for session in list(self.middleware.sessions.sessions()):
             if session is not ctx.session and _same_user(session, identity):
                 self.middleware.sessions.end(session.id)
@@ -542,7 +535,7 @@ class AuthService(Service):
                 proof=self._proof("TOKEN", token.parent.level),
                 parent=token.parent,
             )
-            self._log_in(ctx, identity)
+            ctx.login(identity)
             await self.middleware.audit(
                 "AUTHENTICATION", ctx.session, success=True, description="token login"
             )
@@ -580,13 +573,6 @@ class AuthService(Service):
     def _proof(self, credentials: Credentials, level: Level) -> Proof:
         return Proof(credentials, level, secrets.token_hex(8), self.middleware.clock.time())
 
-    def _log_in(self, ctx: CallContext, identity: Identity) -> None:
-        """Hand ``identity`` to the registry. Raises StaleCredential."""
-        if ctx.connection is not None:
-            self.middleware.sessions.login(ctx.connection, identity)
-        else:
-            ctx.session.identity = identity
-
     async def _establish(
         self,
         ctx: CallContext,
@@ -620,7 +606,7 @@ class AuthService(Service):
                 parent=parent,
             )
             try:
-                self._log_in(ctx, identity)
+                ctx.login(identity)
             except StaleCredential:
                 identity = None
         if identity is None:

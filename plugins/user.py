@@ -57,7 +57,7 @@ from middlewared_2fa.schema.user import (
     UserUpdateArgs,
     UserVerifyTwofactorTokenArgs,
 )
-from middlewared_2fa.session import Identity, Session
+from middlewared_2fa.session import Identity, Session, StaleCredential
 
 logger = logging.getLogger(__name__)
 
@@ -164,17 +164,10 @@ class UserService(Service):
         self._emit("changed", row)
 
     @staticmethod
-    def _identity(ctx: CallContext) -> Identity:
-        identity = ctx.session.identity
-        assert identity is not None
-        return identity
-
-    @staticmethod
     def _caller(ctx: CallContext) -> tuple[int, int] | None:
         """``(id, generation)`` of the calling user: the guarded writes check that the
         caller's own credentials did not change either (None for the Unix-socket root)."""
-        identity = ctx.session.identity
-        assert identity is not None
+        identity = ctx.identity
         if identity.user_id is None:
             return None
         return identity.user_id, identity.generation
@@ -191,8 +184,7 @@ class UserService(Service):
         Raises:
             CallError: EPERM.
         """
-        identity = ctx.session.identity
-        assert identity is not None
+        identity = ctx.identity
         if target is not None and target.id != identity.user_id:
             if not holds_all(identity.granted, target.roles):
                 raise CallError(
@@ -226,7 +218,7 @@ class UserService(Service):
             CallError: EPERM when not allowed (checked before existence, so names cannot
                 be probed), ENOENT when there is no such user.
         """
-        identity = self._identity(ctx)
+        identity = ctx.identity
         row = await self.middleware.repos.users.get_by_name(username)
         is_self = row is not None and identity.user_id == row.id
         delegated = write_role is not None and has_any(identity.granted, [write_role])
@@ -247,7 +239,7 @@ class UserService(Service):
         Raises:
             CallError: EACCES.
         """
-        identity = self._identity(ctx)
+        identity = ctx.identity
         if identity.credentials == "UNIX_SOCKET" or identity.level == "LEVEL_2":
             return
         if identity.user_id is None:
@@ -322,7 +314,7 @@ class UserService(Service):
     async def query(self, ctx: CallContext, filters: list[list[Any]], options: QueryOptions) -> Any:
         """Users (``UserEntry`` list). Without ACCOUNT_READ only the caller's own entry."""
         rows = await self._candidates(filters)
-        identity = self._identity(ctx)
+        identity = ctx.identity
         if not has_any(identity.granted, ["ACCOUNT_READ"]):
             rows = [r for r in rows if r.id == identity.user_id]
         return filter_list([self.entry(r) for r in rows], filters, options)
@@ -405,7 +397,7 @@ class UserService(Service):
                 role guard or changing the built-in admin's name or roles.
             ValidationErrors: name taken, SSH password rule.
         """
-        identity = self._identity(ctx)
+        identity = ctx.identity
         given = user_update.model_fields_set
         writer = has_any(identity.granted, ["ACCOUNT_WRITE"])
         if not writer and not (identity.user_id == id and given <= {"password"}):
@@ -534,7 +526,7 @@ class UserService(Service):
         else:
             raise CallError("The account keeps changing; try again", EBUSY)
         self._credentials_changed(ctx, row.id, generation, keep_own=True)
-        if self._identity(ctx).user_id == row.id:
+        if ctx.identity.user_id == row.id:
             ctx.session.enrolled_generation = generation if encrypted is not None else None
         new = await repos.users.get(row.id)
         if new is None:
@@ -659,7 +651,7 @@ class UserService(Service):
                 f"{username!r} user does not have two factor authentication configured", EINVAL
             )
         check = await self.middleware.service("auth.twofactor").check_code(row, token)
-        identity = self._identity(ctx)
+        identity = ctx.identity
         if check.ok and identity.user_id == row.id and identity.level != "LEVEL_2":
             await self._upgrade(ctx, identity, row)
         return check.ok
@@ -678,6 +670,6 @@ class UserService(Service):
             proof=auth._proof("LOGIN_TWOFACTOR", "LEVEL_2"),
         )
         try:
-            self.middleware.sessions.login(ctx.connection, upgraded)
-        except Exception:
+            ctx.login(upgraded)
+        except StaleCredential:
             logger.warning("session of user id %s could not be upgraded", identity.user_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
@@ -36,9 +36,6 @@ class NoArgs(Model):
     """A method without parameters."""
 
 
-Operator = Literal["=", "!=", "in", "nin", "^", "$", ">", "<", ">=", "<="]
-
-
 class QueryOptions(Model):
     """``options`` of ``*.query`` methods (TrueNAS query-options subset)."""
 
@@ -49,9 +46,6 @@ class QueryOptions(Model):
         default_factory=list, description="field names, '-' prefix for descending"
     )
     count: bool = Field(False, description="return the number of matching entries")
-
-
-QueryFilter = tuple[str, Operator, Any]
 
 
 class NullResult(Out):
