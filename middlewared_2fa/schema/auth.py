@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from middlewared_2fa.schema.common import DateOut, Model, Out, QueryArgs
+from middlewared_2fa.session import Credentials
 
 RoleName = Literal[
     "FULL_ADMIN",
@@ -70,14 +71,8 @@ class TwoFactorUserState(Out):
     setup_required: bool = Field(description="global 2FA enabled and no secret")
 
 
-CredentialsName = Literal[
-    "LOGIN_PASSWORD",
-    "LOGIN_TWOFACTOR",
-    "LOGIN_ONETIME_PASSWORD",
-    "API_KEY",
-    "TOKEN",
-    "UNIX_SOCKET",
-]
+#: Credential types of a session (API.md §9): the session registry's own list.
+CredentialsName = Credentials
 
 
 class AuthMeEntry(Out):
