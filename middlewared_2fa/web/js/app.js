@@ -2,9 +2,10 @@
 // screen shares, live updates, the toolbar and the hash router.
 //
 // Session rules (API.md §3): the password is only ever sent in auth.login_ex and never
-// stored; after each login the page asks auth.generate_token for a single-use re-login
-// token and keeps it in sessionStorage, so a reload (or a dropped connection) logs in
-// again with TOKEN_PLAIN. Logging out deletes it.
+// stored; after each login the page asks auth.generate_token for a re-login token and
+// keeps it in sessionStorage, so a reload (or a dropped connection) logs in again with
+// TOKEN_PLAIN. Logging out deletes it; a session the server ended (close 1008, API.md §9)
+// goes back to the login screen.
 
 import { h, replace } from './dom.js';
 import { openDialog } from './dialog.js';
