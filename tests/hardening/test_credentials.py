@@ -109,10 +109,9 @@ def expected(change: str, caller: str, target: str) -> str:
         return "ok" if caller in WRITERS and (caller, target) in HOLDS else "EPERM"
     if caller not in WRITERS:
         return "EACCES"
-    if change == "user.create.grant":  # may grant only roles it holds
-        return "ok" if (caller, target) in HOLDS else "EPERM"
-    if change == "user.update.roles":  # changes the target and grants ACCOUNT_READ
-        return "ok" if (caller, target) in HOLDS else "EPERM"
+    # Changing the target (user.update.roles also grants ACCOUNT_READ, which every writer
+    # holds), or granting the target's roles to a new user (user.create.grant): the
+    # caller must hold every role of the target.
     return "ok" if (caller, target) in HOLDS else "EPERM"
 
 
