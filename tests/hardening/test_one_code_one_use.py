@@ -288,7 +288,7 @@ def test_a_record_is_found_by_its_own_time_and_at_the_typed_length() -> None:
     """recorded_step finds LASTOTP's step around the record's TIME when the clock has
     since gone back, reads a 6-digit LASTOTP as the tail of an 8-digit code,
     and finds nothing when the code is outside every window; TIME needs liboath's L."""
-    ssh_oath = load_plugin("ssh_oath")
+    ssh_oath = load_plugin("ssh_oath.usersfile")
     secret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
     eight = pyotp.TOTP(secret, digits=8, interval=INTERVAL).generate_otp(S)
     stamp = ssh_oath.format_stamp(NOW)

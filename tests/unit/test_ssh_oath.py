@@ -1,4 +1,4 @@
-"""Pure parts of plugins/ssh_oath.py: base32 -> hex, pam_oath state merge, liboath's lock
+"""Pure parts of plugins/ssh_oath/usersfile.py: base32 -> hex, pam_oath state merge, liboath's lock
 and the atomic replace."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from tests.helpers.plugins import load_plugin
 from tests.helpers.rfc import RFC_SECRET
 
-ssh_oath = load_plugin("ssh_oath")
+ssh_oath = load_plugin("ssh_oath.usersfile")
 
 RFC_HEX = b"12345678901234567890".hex()
 STATE = ("7", "12345678", "2026-01-02T03:04:05L")
