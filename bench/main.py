@@ -765,7 +765,6 @@ def machine() -> dict[str, str]:
         "kernel": platform.release(),
         "Python": platform.python_version(),
         "websockets": version("websockets"),
-        "jsonrpcserver": version("jsonrpcserver"),
         "pydantic": f"{version('pydantic')} (core {version('pydantic-core')})",
         "aiosqlite": version("aiosqlite"),
         "SQLite": sqlite3.sqlite_version,

@@ -3,7 +3,8 @@
 The state is created exactly as the daemon creates it (``Middleware.setup``: migrations,
 key file, key check, the built-in ``admin``), then users are added through the
 repositories (``UserRepository.create`` / ``set_totp``) with secrets encrypted by
-``Middleware.encrypt_secret``, as ``user.create`` and ``user.renew_2fa_secret`` do.
+``Middleware.encrypt`` for the TOTP purpose, as ``user.create`` and
+``user.renew_2fa_secret`` do.
 
 Two shortcuts keep seeding to seconds, both documented in bench/README.md:
 
@@ -25,7 +26,6 @@ from pathlib import Path
 from argon2 import PasswordHasher
 
 from middlewared_2fa.config import Settings
-from middlewared_2fa.datastore.repositories import TwoFactorConfigRow
 from middlewared_2fa.middleware import Middleware
 
 ADMIN_PASSWORD = "bench-admin-password"
@@ -33,6 +33,8 @@ ADMIN_PASSWORD = "bench-admin-password"
 BENCH_ADMIN = "benchadmin"
 BENCH_PASSWORD = "bench-password"
 CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+#: Associated data of a stored TOTP seed (the auth.twofactor plugin's SECRET_PURPOSE).
+TOTP_PURPOSE = b"totp-secret"
 
 #: The base32 alphabet of RFC 4648 (what ``user.renew_2fa_secret`` draws from).
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -75,10 +77,11 @@ async def _seed(
             secret = None
             if with_secrets:
                 secret = "".join(_secrets.choice(_B32) for _ in range(32))
-                await repos.set_totp(user_id, mw.encrypt_secret(secret), 30, 6)
+                await repos.set_totp(user_id, mw.encrypt(secret, TOTP_PURPOSE), 30, 6)
             seeded.append(SeededUser(name, secret))
         if twofactor:
-            await mw.repos.twofactor.put(TwoFactorConfigRow(True, 0, False, "middlewared-2fa"))
+            # The auth.twofactor plugin's one row (as auth.twofactor.update {enabled: true}).
+            await mw.db.write("UPDATE twofactor_config SET enabled = 1, window = 0 WHERE id = 1")
     finally:
         await mw.db.close()
     return seeded

@@ -18,16 +18,23 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel
 
 from middlewared_2fa.errors import NotAuthenticated
-from middlewared_2fa.roles import ALL_ROLES
+from middlewared_2fa.events import Subscriber
+from middlewared_2fa.roles import ROLES
+from middlewared_2fa.session import Endpoint
 
 if TYPE_CHECKING:
     from middlewared_2fa.middleware import Middleware
     from middlewared_2fa.session import Identity, Session
+
+
+class CallerConnection(Endpoint, Subscriber, Protocol):
+    """The caller's connection as methods see it: the session registry logs it in and
+    out and ends it, the event hub sends it notifications (server.Connection)."""
 
 
 @dataclass(slots=True)
@@ -38,14 +45,14 @@ class CallContext:
         middleware: The daemon (repositories, clock, events, settings, other services).
         session: The caller's session (identity, pending OTP step, address).
         method: Full method name, e.g. ``user.renew_2fa_secret``.
-        connection: The connection object (to change limits after login); None for
-            internal calls.
+        connection: The caller's connection (the session registry logs it in, the event
+            hub sends it notifications); None for internal calls.
     """
 
     middleware: Middleware
     session: Session
     method: str
-    connection: Any = None
+    connection: CallerConnection | None = None
 
     @property
     def identity(self) -> Identity:
@@ -151,11 +158,94 @@ def api_method(
     return decorate
 
 
+@dataclass(slots=True, frozen=True)
+class Migration:
+    """One numbered schema change of a plugin, applied once per database.
+
+    Attributes:
+        version: 1, 2, ... in order; never edit one that has shipped, append.
+        sql: SQL statements (run as one script inside one transaction).
+        legacy: For databases from before per-plugin tracking: the global
+            ``PRAGMA user_version`` from which this change was already in place
+            (None for migrations added since).
+    """
+
+    version: int
+    sql: str
+    legacy: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Role:
+    """A role a plugin brings (TrueNAS READ/WRITE pairs).
+
+    Attributes:
+        name: Upper-case, starting with one of the plugin's ``Config.role_prefix``.
+        includes: Roles granted with it (``ACCOUNT_WRITE`` includes ``ACCOUNT_READ``).
+        readonly: Granted by ``READONLY_ADMIN`` (read roles).
+    """
+
+    name: str
+    includes: tuple[str, ...] = ()
+    readonly: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class Hook:
+    """A subscription of one of the service's methods to a hook point.
+
+    Attributes:
+        point: The hook point (``user.post_change``).
+        method: Name of the service's coroutine method to call with the point's arguments.
+        order: Lower runs first.
+    """
+
+    point: str
+    method: str
+    order: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class Mechanism:
+    """A login mechanism a plugin brings to ``auth.login_ex`` (API.md §3).
+
+    Attributes:
+        name: The ``login_data.mechanism`` value (``PASSWORD_PLAIN``).
+        model: The pydantic model of ``login_data`` for it; its ``mechanism`` field is a
+            ``Literal`` of ``name``.
+        method: Name of the service's coroutine ``(ctx, data) -> login_ex answer``.
+    """
+
+    name: str
+    model: type[BaseModel]
+    method: str
+
+
 class Service:
-    """Base of every plugin service. Subclasses set ``Config.namespace``."""
+    """Base of every plugin service.
+
+    ``Config`` declares what the plugin brings; the framework loads it and names no
+    plugin (docs/architecture.md):
+
+    - ``namespace``: method prefix (``auth.twofactor``), required.
+    - ``role_prefix``: the prefixes its role names start with (``("ACCOUNT",)``).
+    - ``roles``: :class:`Role` entries.
+    - ``settings``: a pydantic model of its settings; the field names are the flat keys
+      of the TOML file and of ``MIDDLEWARED_2FA_<KEY>`` (API.md §1). Read it with
+      ``middleware.settings_of(Model)``.
+    - ``migrations``: its :class:`Migration` list, tracked per namespace.
+    - ``hooks``: :class:`Hook` subscriptions, registered before any ``setup()``.
+    - ``mechanisms``: :class:`Mechanism` entries for ``auth.login_ex``.
+    """
 
     class Config:
         namespace: str = ""
+        role_prefix: tuple[str, ...] = ()
+        roles: tuple[Role, ...] = ()
+        settings: type[BaseModel] | None = None
+        migrations: tuple[Migration, ...] = ()
+        hooks: tuple[Hook, ...] = ()
+        mechanisms: tuple[Mechanism, ...] = ()
 
     def __init__(self, middleware: Middleware) -> None:
         self.middleware = middleware
@@ -193,7 +283,7 @@ def collect_methods(service: Service) -> list[RegisteredMethod]:
             raise ApiDefinitionError(f"{name}: the result model must have one field 'result'")
         if spec.auth == "required" and not getattr(raw, "__api_roles_given__", False):
             raise ApiDefinitionError(f"{name}: roles are required (use [] for any user)")
-        unknown = set(spec.roles) - ALL_ROLES
+        unknown = set(spec.roles) - ROLES.names
         if unknown:
             raise ApiDefinitionError(f"{name}: unknown roles {sorted(unknown)}")
         params = tuple(spec.accepts.model_fields)

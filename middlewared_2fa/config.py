@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from middlewared_2fa.errors import StartupError
@@ -19,9 +19,19 @@ ENV_PREFIX = "MIDDLEWARED_2FA_"
 
 
 class Settings(BaseModel):
-    """All settings of the daemon. Times are in seconds."""
+    """The framework's settings. Times are in seconds.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Plugins declare their own settings models (``Service.Config.settings``) with flat
+    keys in the same file and environment; their values wait here as extras until the
+    plugins are loaded, when :func:`plugin_settings` validates them and refuses a key no
+    one declares.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    #: Extra keys that came only from the environment: unknown ones are ignored there
+    #: (other programs share the prefix), not in the TOML file or on the command line.
+    _environ_only: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     host: str = Field("127.0.0.1", description="TCP listen address")
     port: int = Field(8642, ge=0, le=65535, description="TCP port; 0 picks a free one")
@@ -33,28 +43,14 @@ class Settings(BaseModel):
     allowed_origins: list[str] = Field(
         default_factory=list, description="browser origins allowed besides the daemon's own"
     )
-    admin_password: str | None = Field(None, description="password of admin on first start")
     rate_limit_calls: int = Field(20, ge=1, description="unauthenticated calls per period")
     rate_limit_period: float = Field(60.0, gt=0, description="rate limit period (s)")
-    auth_failure_delay: float = Field(1.0, ge=0, le=30, description="delay per failure (s)")
-    auth_throttle_after: int = Field(
-        5, ge=1, le=100, description="consecutive failures of an account before a cool-down"
-    )
-    auth_throttle_max: float = Field(
-        900.0, ge=1, le=86400, description="longest account cool-down (s)"
-    )
-    auth_lock_after: int = Field(
-        100, ge=1, le=100, description="consecutive failures that lock an account"
-    )
     password_verifications: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,
         le=64,
         description="password hashes verified at once; more wait in a bounded queue",
     )
-    time_sync_max_offset: float = Field(30.0, gt=0, description="largest tolerated offset (s)")
-    time_sync_interval: float = Field(900.0, gt=0, description="period of the NTP check (s)")
-    ntp_timeout: float = Field(5.0, gt=0, le=60, description="per-server NTP timeout (s)")
     idle_timeout: float = Field(
         300.0, gt=0, description="an unauthenticated connection idle this long is closed (s)"
     )
@@ -62,20 +58,9 @@ class Settings(BaseModel):
     max_connections_per_address: int = Field(
         50, ge=1, description="open connections from one client address or Unix uid (§1 caps)"
     )
-    oath_users_file: Path | None = Field(None, description="OATH users file for pam_oath")
-    pam_snippet_file: Path | None = Field(None, description="PAM snippet for sshd")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
     log_file: Path | None = Field(None, description="also log to this file")
     debug: bool = Field(False, description="send tracebacks in data.trace")
-
-    @model_validator(mode="after")
-    def _lock_after_throttle(self) -> Settings:
-        # API.md §3: auth_lock_after is auth_throttle_after..100.
-        if self.auth_lock_after < self.auth_throttle_after:
-            raise ValueError(
-                f"auth_lock_after must be at least auth_throttle_after ({self.auth_throttle_after})"
-            )
-        return self
 
     @field_validator("log_level")
     @classmethod
@@ -100,32 +85,19 @@ class Settings(BaseModel):
         """The Unix socket."""
         return self.runtime_dir / "middlewared.sock"
 
-    @property
-    def initial_password_path(self) -> Path:
-        """Where a generated admin password is written once (mode 0600)."""
-        return self.state_dir / "initial-admin-password"
-
-    @property
-    def oath_users_path(self) -> Path:
-        """OATH users file (API.md §8)."""
-        return self.oath_users_file or self.state_dir / "users.oath"
-
-    @property
-    def pam_snippet_path(self) -> Path:
-        """PAM snippet (API.md §8)."""
-        return self.pam_snippet_file or self.state_dir / "pam_oath.conf"
-
 
 _LIST_KEYS = {"plugins_dirs", "allowed_origins"}
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for key in Settings.model_fields:
-        raw = environ.get(ENV_PREFIX + key.upper())
-        if raw is None:
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or len(name) == len(ENV_PREFIX):
             continue
-        if key in _LIST_KEYS:
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in Settings.model_fields:
+            values[key] = raw  # a plugin's setting (or not a setting): see plugin_settings
+        elif key in _LIST_KEYS:
             raw = raw.strip()
             values[key] = (
                 json.loads(raw)
@@ -158,13 +130,80 @@ def load_settings(
             raise StartupError(f"cannot read {config_file}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise StartupError(f"{config_file}: {exc}") from None
+    explicit = set(merged)
     try:
-        merged.update(_from_env(os.environ if environ is None else environ))
+        from_env = _from_env(os.environ if environ is None else environ)
     except json.JSONDecodeError as exc:
         raise StartupError(f"environment: a list setting is not valid JSON: {exc}") from None
-    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    merged.update(from_env)
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    merged.update(flags)
+    explicit |= set(flags)
     try:
-        return Settings.model_validate(merged)
+        settings = Settings.model_validate(merged)
     except PydanticValidationError as exc:
-        lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
-        raise StartupError("invalid settings: " + "; ".join(lines)) from None
+        raise StartupError("invalid settings: " + _describe(exc)) from None
+    settings._environ_only = frozenset(k for k in from_env if k not in explicit)
+    return settings
+
+
+def _describe(exc: PydanticValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+    )
+
+
+def plugin_settings(
+    settings: Settings, models: Sequence[tuple[str, type[BaseModel]]]
+) -> dict[type[BaseModel], BaseModel]:
+    """Validate each plugin's settings model from the extras of ``settings``.
+
+    Args:
+        settings: The loaded settings (framework fields plus plugin keys as extras).
+        models: ``(plugin namespace, model)`` pairs, in load order.
+
+    Returns:
+        Each model class mapped to its validated instance (defaults where unset).
+
+    Raises:
+        StartupError: a key is declared by two plugins or by a plugin and the framework,
+            a value is invalid (the message names the key), or the TOML file or a flag
+            sets a key that no plugin declares.
+    """
+    extras = dict(settings.model_extra or {})
+    owners: dict[str, str] = {}
+    found: dict[type[BaseModel], BaseModel] = {}
+    for namespace, model in models:
+        for key in model.model_fields:
+            if key in Settings.model_fields or key in owners:
+                other = owners.get(key, "the framework")
+                raise StartupError(f"setting {key!r} of {namespace} is declared by {other} too")
+            owners[key] = namespace
+        values: dict[str, Any] = {}
+        for key, info in model.model_fields.items():
+            if key not in extras:
+                continue
+            value = extras[key]
+            if (
+                key in settings._environ_only
+                and isinstance(value, str)
+                and get_origin(info.annotation) in (list, tuple, set)
+            ):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise StartupError(
+                        f"environment: {ENV_PREFIX}{key.upper()} is not a JSON list: {exc}"
+                    ) from None
+            values[key] = value
+        try:
+            found[model] = model.model_validate(values)
+        except PydanticValidationError as exc:
+            raise StartupError("invalid settings: " + _describe(exc)) from None
+    unknown = sorted(set(extras) - set(owners) - settings._environ_only)
+    if unknown:
+        raise StartupError(
+            "invalid settings: "
+            + "; ".join(f"{key}: no plugin declares this setting" for key in unknown)
+        )
+    return found

@@ -1,39 +1,37 @@
-"""JSON-RPC 2.0 envelope handling. The one place that knows jsonrpcserver, and the one
-table that turns exceptions into JSON-RPC errors (API.md §2).
+"""JSON-RPC 2.0 envelope handling, and the one table that turns exceptions into JSON-RPC
+errors (API.md §2).
 
 Flow for one text frame: parse (-32700) -> batch or single (JSON-RPC 2.0 §6) -> envelope
 check (-32600, §4) -> admission against the connection's concurrency limit (-32000) ->
-jsonrpcserver finds the method (-32601) and calls our entry, which checks
-authentication, rate limit and roles, validates the parameters with the method's
-pydantic model (-32602), runs it and validates its result.
+method lookup (-32601) -> :meth:`Dispatcher.invoke`, which checks authentication, rate
+limit and roles, binds and validates the parameters (:mod:`middlewared_2fa.validation`,
+-32602), runs the method and validates its result.
+
+The per-request step is ours, not jsonrpcserver's: its public entry points
+(``async_dispatch*``) parse the text again and wrap every request in ``asyncio.gather``
+(a Task and two more event-loop turns per call, about half of the dispatch CPU of
+``core.ping``: bench/results.md, optimisation 2), and the step without them is not
+public API. What that step did for us is a dictionary lookup and a call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import math
 import traceback
-import types
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Protocol
 
-from jsonrpcserver import Error, Success
-from jsonrpcserver.async_dispatcher import dispatch_request
-from jsonrpcserver.dispatcher import create_request, to_response
-from jsonrpcserver.response import to_serializable_one
-from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from middlewared_2fa import errors as E
-from middlewared_2fa.api import CallContext, RegisteredMethod
+from middlewared_2fa.api import CallContext, CallerConnection, RegisteredMethod
 from middlewared_2fa.roles import has_any
+from middlewared_2fa.validation import bind_params, validation_errors
 
 if TYPE_CHECKING:
     from middlewared_2fa.middleware import Middleware
-    from middlewared_2fa.session import Session
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +47,8 @@ CALL_ERROR = -32001
 MAX_BATCH = 50
 
 
-class Caller(Protocol):
-    """What the dispatcher needs from a connection."""
-
-    session: Session
+class Caller(CallerConnection, Protocol):
+    """What the dispatcher needs from a connection (besides what methods see)."""
 
     def try_admit(self) -> bool:
         """Reserve a slot (running or queued); False when the connection is full."""
@@ -81,80 +77,6 @@ def _data(
     }
 
 
-def _unwrap(tp: Any) -> Any:
-    """``tp`` without ``Annotated`` and without ``| None`` (pydantic gives neither a place
-    in an error's ``loc``)."""
-    while get_origin(tp) is Annotated:
-        tp = get_args(tp)[0]
-    if get_origin(tp) in (Union, types.UnionType):
-        members = [m for m in get_args(tp) if m is not type(None)]
-        if len(members) == 1:
-            return _unwrap(members[0])
-    return tp
-
-
-def _branch_labels(tp: Any) -> set[str]:
-    """How pydantic may name a union member in ``loc``: its type name, or (tagged unions)
-    the value of its ``Literal`` discriminator field."""
-    labels = {str(getattr(tp, "__name__", tp))}
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        for info in tp.model_fields.values():
-            if get_origin(_unwrap(info.annotation)) is Literal:
-                labels.update(str(v) for v in get_args(_unwrap(info.annotation)))
-    return labels
-
-
-def _child(tp: Any, item: int | str) -> Any:
-    """The type found at ``item`` inside ``tp`` (a model field, a list item, a dict value);
-    None when unknown."""
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        info = tp.model_fields.get(str(item))
-        return info.annotation if info is not None else None
-    args = get_args(tp)
-    if get_origin(tp) in (list, set, frozenset) and args:
-        return args[0]
-    if get_origin(tp) is dict and len(args) == 2:
-        return args[1]
-    return None
-
-
-def attribute_path(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
-    """A pydantic error ``loc`` as the dotted attribute path of API.md §2.
-
-    pydantic puts a label in ``loc`` for the union member it tried (the discriminator
-    value ``OTP_TOKEN`` of ``login_data``, or a type name): that is not an attribute, so
-    the same field gets the same path whichever method or union member it came through
-    (``login_data.otp_token``, not ``login_data.OTP_TOKEN.otp_token``).
-
-    Args:
-        model: The model that was validated (None: keep ``loc`` as it is).
-        loc: The error's location.
-    """
-    parts: list[str] = []
-    current: Any = model
-    for item in loc:
-        current = _unwrap(current)
-        if get_origin(current) in (Union, types.UnionType):
-            current = next((m for m in get_args(current) if str(item) in _branch_labels(m)), None)
-            continue
-        parts.append(str(item))
-        current = _child(current, item)
-    return ".".join(parts)
-
-
-def _pydantic_to_validation(
-    exc: PydanticValidationError, root: str, model: type[BaseModel] | None = None
-) -> E.ValidationErrors:
-    errors = E.ValidationErrors()
-    for err in exc.errors(include_url=False, include_input=False):
-        path = attribute_path(model, tuple(err["loc"])) or root
-        message = err["msg"]
-        if err["type"] == "union_tag_invalid":  # pydantic quotes the input: never echo it
-            message = f"must be one of {err.get('ctx', {}).get('expected_tags', '')}"
-        errors.add(path, message, E.EINVAL)
-    return errors
-
-
 def error_for(
     exc: BaseException, *, method: str | None, request_id: Any, debug: bool
 ) -> tuple[int, str, dict[str, Any]]:
@@ -164,7 +86,7 @@ def error_for(
     no exception text (the traceback only in ``data.trace`` with ``--debug``).
     """
     if isinstance(exc, PydanticValidationError):
-        exc = _pydantic_to_validation(exc, method or "params")
+        exc = validation_errors(exc, method or "params")
     if isinstance(exc, E.ValidationErrors):
         extra = [[a, m, e] for a, m, e in exc.errors]
         return INVALID_PARAMS, "Invalid params", _data(E.EINVAL, exc.reason, extra)
@@ -252,10 +174,9 @@ class Dispatcher:
     def __init__(self, middleware: Middleware) -> None:
         self.middleware = middleware
         self.debug = middleware.settings.debug
-        self._entries: dict[str, Callable[..., Awaitable[Any]]] = {
-            name: self._make_entry(method)
-            for name, method in middleware.methods.items()
-            if not method.spec.private
+        #: What the wire may call: private methods are not found (-32601).
+        self._methods: dict[str, RegisteredMethod] = {
+            name: method for name, method in middleware.methods.items() if not method.spec.private
         }
 
     async def handle(self, text: str | bytes, caller: Caller) -> str | None:
@@ -318,49 +239,24 @@ class Dispatcher:
     async def _call(
         self, message: dict[str, Any], method: str, request_id: Any, has_id: bool, caller: Caller
     ) -> dict[str, Any] | None:
+        registered = self._methods.get(method)
+        if registered is None:
+            if not has_id:
+                return None
+            return _reply_error(request_id, E.MethodNotFound(method), method, False)
         ctx = CallContext(self.middleware, caller.session, method, caller)
-        request = {"jsonrpc": "2.0", "method": method, "params": message.get("params", [])}
-        if has_id:
-            request["id"] = request_id
-        # jsonrpcserver's per-request step (method lookup, argument binding, the call).
-        # Its dispatch_to_response_pure() would also wrap this single, already parsed and
-        # checked request in asyncio.gather(), i.e. a Task and two more turns of the event
-        # loop per call.
+        params = message.get("params", [])
+        args = tuple(params) if isinstance(params, list) else ()
+        kwargs = params if isinstance(params, dict) else {}
         try:
-            parsed, result = await dispatch_request(
-                self._entries,  # type: ignore[arg-type]
-                ctx,
-                create_request(request),
-            )
-        except Exception as exc:  # jsonrpcserver itself failed: a bug
-            return _reply_error(request_id, exc, method, self.debug)
+            result = await self.invoke(registered, ctx, args, kwargs)
+        except Exception as exc:
+            # Mapped (and a bug logged) for a notification too; only the reply is dropped.
+            reply = _reply_error(request_id, exc, method, self.debug)
+            return reply if has_id else None
         if not has_id:  # a notification: it ran, nothing goes back
             return None
-        response = to_serializable_one(to_response(parsed, result))  # type: ignore[arg-type]
-        if isinstance(response, dict) and "result" in response:
-            return {"jsonrpc": "2.0", "id": request_id, "result": response["result"]}
-        error = response.get("error") if isinstance(response, dict) else None
-        if isinstance(error, dict) and error.get("code") == METHOD_NOT_FOUND:
-            return _reply_error(request_id, E.MethodNotFound(method), method, False)
-        if isinstance(error, dict) and isinstance(error.get("data"), dict):
-            return {"jsonrpc": "2.0", "id": request_id, "error": error}
-        # jsonrpcserver itself failed (it reports its own errors as bare text): a bug.
-        return _reply_error(request_id, RuntimeError("dispatch failed"), method, self.debug)
-
-    def _make_entry(self, method: RegisteredMethod) -> Callable[..., Awaitable[Any]]:
-        async def entry(ctx: CallContext, /, *args: Any, **kwargs: Any) -> Any:
-            try:
-                return Success(await self.invoke(method, ctx, args, kwargs))
-            except Exception as exc:
-                code, message, data = error_for(
-                    exc, method=method.name, request_id=None, debug=self.debug
-                )
-                return Error(code, message, data)
-
-        # jsonrpcserver checks the arguments with inspect.signature(entry).bind() on every
-        # call; computing the signature once here saves about a fifth of a core.ping.
-        entry.__signature__ = inspect.signature(entry)  # type: ignore[attr-defined]
-        return entry
+        return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
     async def invoke(
         self,
@@ -419,32 +315,3 @@ class Dispatcher:
             # The method broke its own result model: a bug (-32603), not the caller's fault.
             raise RuntimeError(f"{method.name} returned an invalid result") from exc
         return dumped["result"]
-
-
-def bind_params(
-    method: RegisteredMethod, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> dict[str, Any]:
-    """Map positional (array) or by-name (object) params onto the Args model and validate.
-
-    Returns:
-        Parameter name -> validated value.
-
-    Raises:
-        ValidationErrors: too many positional params (attribute: the method name), a
-            missing or unknown parameter, or an invalid value (dotted path).
-    """
-    fields = method.params
-    if args:
-        if len(args) > len(fields):
-            raise E.ValidationError(
-                method.name,
-                f"accepts at most {len(fields)} positional parameter(s), {len(args)} given",
-            )
-        raw = dict(zip(fields, args, strict=False))
-    else:
-        raw = kwargs
-    try:
-        model = method.spec.accepts.model_validate(raw)
-    except PydanticValidationError as exc:
-        raise _pydantic_to_validation(exc, method.name, method.spec.accepts) from None
-    return {name: getattr(model, name) for name in fields}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from middlewared_2fa.errors import ENOENT, CallError, ValidationError
 from middlewared_2fa.schema.common import QueryOptions
 
+T = TypeVar("T")
 
-def _match(entry: dict[str, Any], field: str, op: str, value: Any) -> bool:
+
+def _match(entry: Mapping[str, Any], field: str, op: str, value: Any) -> bool:
     if field not in entry:
         raise ValidationError("filters", f"unknown field {field[:64]!r}")
     have = entry[field]
@@ -40,24 +43,39 @@ def _match(entry: dict[str, Any], field: str, op: str, value: Any) -> bool:
     raise ValidationError("filters", f"unknown operator {op!r}")
 
 
+def _fields(entry: Any) -> Mapping[str, Any]:
+    return entry  # type: ignore[no-any-return]
+
+
 def filter_list(
-    entries: list[dict[str, Any]], filters: list[list[Any]], options: QueryOptions
-) -> list[dict[str, Any]] | dict[str, Any] | int:
+    entries: Sequence[T],
+    filters: list[list[Any]],
+    options: QueryOptions,
+    view: Callable[[T], Mapping[str, Any]] = _fields,
+) -> list[T] | T | int:
     """Apply filters (all must match), ``order_by``, ``offset``, ``limit``, ``count``, ``get``.
+
+    Args:
+        entries: Dicts, or other objects whose fields ``view`` shows as a mapping
+            (``vars`` of validated pydantic entries: the result is then the entries
+            themselves, which the dispatcher does not validate again).
+        filters: ``[[field, op, value], ...]``.
+        options: ``order_by``, ``offset``, ``limit``, ``count``, ``get``.
+        view: The fields of one entry.
 
     Raises:
         ValidationError: unknown field or incomparable values (attribute ``filters`` or
             ``options.order_by``).
         CallError: ENOENT when ``get`` finds nothing.
     """
-    result = [e for e in entries if all(_match(e, f, op, v) for f, op, v in filters)]
+    result = [e for e in entries if all(_match(view(e), f, op, v) for f, op, v in filters)]
     for key in reversed(options.order_by):
         name = key.lstrip("-")
-        if result and name not in result[0]:
+        if result and name not in view(result[0]):
             raise ValidationError("options.order_by", f"unknown field {name[:64]!r}")
 
-        def sort_key(entry: dict[str, Any], field: str = name) -> Any:
-            return entry[field]
+        def sort_key(entry: T, field: str = name) -> Any:
+            return view(entry)[field]
 
         try:
             result.sort(key=sort_key, reverse=key.startswith("-"))

@@ -8,7 +8,20 @@ Points published today (arguments in order):
   subscribers add validation errors to ``errors`` (``ValidationErrors``).
 - ``auth.twofactor.post_update(ctx, old, new)``: after they changed (committed).
 - ``user.post_change(ctx, old, new)``: after a user was created (``old`` None), changed or
-  deleted (``new`` None); rows are ``UserRow``.
+  deleted (``new`` None), by the user plugin or another (a lock after failed logins);
+  rows are ``UserRow``.
+- ``user.unlocked(ctx, row)``: an administrator sent ``user.update {locked: false}``
+  (API.md §3: it also resets the failure count), before ``user.post_change``.
+
+Points that ask (:meth:`Hooks.collect`, each subscriber answers):
+
+- ``auth.twofactor.used_step(user, secret) -> int | None``: the newest TOTP step another
+  verifier of the same secret accepted (pam_oath), read before a code is compared.
+- ``auth.twofactor.record_step(user, secret, step) -> bool``: record ``step`` as used
+  there too; False when that verifier accepted it (or a newer one) meanwhile.
+- ``auth.clock_hint() -> str | None``: a sentence about a skewed clock for a failed code.
+
+Subscribers declare themselves in ``Service.Config.hooks`` (or call :meth:`Hooks.register`).
 
 Subscribers run one after the other, in ``order`` (then registration order); an
 exception stops the run and reaches the caller of :meth:`Hooks.run` (a subscriber that
@@ -21,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-HookFunc = Callable[..., Awaitable[None]]
+HookFunc = Callable[..., Awaitable[Any]]
 
 
 @dataclass(slots=True, frozen=True)
@@ -57,3 +70,17 @@ class Hooks:
         """
         for subscriber in list(self._points.get(name, ())):
             await subscriber.func(*args)
+
+    async def collect(self, name: str, *args: Any) -> list[Any]:
+        """Call every subscriber of ``name`` with ``args``, in order, and return their
+        answers that are not None.
+
+        Raises:
+            Whatever a subscriber raises (the rest are not called).
+        """
+        answers: list[Any] = []
+        for subscriber in list(self._points.get(name, ())):
+            answer = await subscriber.func(*args)
+            if answer is not None:
+                answers.append(answer)
+        return answers

@@ -4,16 +4,29 @@ the services. Plugins reach everything through it (``self.middleware``)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import secrets
 import socket
 import uuid
 from collections import deque
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from middlewared_2fa.api import RegisteredMethod, collect_methods
+from pydantic import BaseModel
+
+from middlewared_2fa.api import (
+    Hook,
+    Mechanism,
+    Migration,
+    RegisteredMethod,
+    Role,
+    Service,
+    collect_methods,
+)
 from middlewared_2fa.clock import Clock, SystemClock
-from middlewared_2fa.config import Settings
+from middlewared_2fa.config import Settings, plugin_settings
 from middlewared_2fa.crypto import DecryptionError, SecretBox, load_or_create_key
 from middlewared_2fa.datastore import Database, Repositories
 from middlewared_2fa.datastore.repositories import AuditRow
@@ -21,13 +34,67 @@ from middlewared_2fa.errors import StartupError
 from middlewared_2fa.events import EventHub
 from middlewared_2fa.hashing import HashingPool
 from middlewared_2fa.hooks import Hooks
+from middlewared_2fa.login import MechanismRegistry
 from middlewared_2fa.plugins import default_plugins_dir, discover
+from middlewared_2fa.roles import ROLES, RoleError
 from middlewared_2fa.session import Session, SessionRegistry
 
 logger = logging.getLogger(__name__)
 
+S = TypeVar("S", bound=Service)
+M = TypeVar("M", bound=BaseModel)
+
+
+def _config(cls: type[Service]) -> _PluginConfig:
+    """``cls.Config`` with the defaults of :class:`Service.Config` filled in."""
+    raw = cls.Config
+    base = Service.Config
+    return _PluginConfig(
+        namespace=getattr(raw, "namespace", ""),
+        role_prefix=tuple(getattr(raw, "role_prefix", base.role_prefix)),
+        roles=tuple(getattr(raw, "roles", base.roles)),
+        settings=getattr(raw, "settings", base.settings),
+        migrations=tuple(getattr(raw, "migrations", base.migrations)),
+        hooks=tuple(getattr(raw, "hooks", base.hooks)),
+        mechanisms=tuple(getattr(raw, "mechanisms", base.mechanisms)),
+    )
+
+
+@dataclass(slots=True, frozen=True)
+class _PluginConfig:
+    namespace: str
+    role_prefix: tuple[str, ...]
+    roles: tuple[Role, ...]
+    settings: type[BaseModel] | None
+    migrations: tuple[Migration, ...]
+    hooks: tuple[Hook, ...]
+    mechanisms: tuple[Mechanism, ...]
+
+
+def _register_roles(cls: type[Service], config: _PluginConfig) -> None:
+    for role in config.roles:
+        if not any(role.name.startswith(prefix + "_") for prefix in config.role_prefix):
+            raise StartupError(
+                f"{cls.__name__}: role {role.name} does not start with its role prefix "
+                f"{' or '.join(config.role_prefix) or '(none declared)'}"
+            )
+        try:
+            ROLES.register(role.name, role.includes, readonly=role.readonly)
+        except RoleError as exc:
+            raise StartupError(f"{cls.__name__}: {exc}") from None
+
+
+def _bound(service: Service, name: str, what: str) -> Callable[..., Awaitable[Any]]:
+    func = getattr(service, name, None)
+    if func is None or not inspect.iscoroutinefunction(func):
+        raise StartupError(
+            f"{type(service).__name__}: {what} method {name!r} is not a coroutine method"
+        )
+    bound: Callable[..., Awaitable[Any]] = func
+    return bound
+
+
 _KEY_CHECK = "key_check"
-_SECRET_PURPOSE = b"totp-secret"
 
 
 class RateLimiter:
@@ -76,8 +143,9 @@ class Middleware:
         self.repos = Repositories(self.db)
         self.events = EventHub()
         self.methods: dict[str, RegisteredMethod] = {}
-        # Any: services call each other's plain Python methods by namespace (duck typing).
-        self.services: dict[str, Any] = {}
+        #: Services by namespace, in load order.
+        self.services: dict[str, Service] = {}
+        self._by_class: dict[type[Service], Service] = {}
         self.rate_limiter = RateLimiter(
             settings.rate_limit_calls, settings.rate_limit_period, self.clock
         )
@@ -88,6 +156,9 @@ class Middleware:
         self.hashing = HashingPool(settings.password_verifications)
         #: Named hook points that plugins publish and subscribe to.
         self.hooks = Hooks()
+        #: Login mechanisms of ``auth.login_ex`` that plugins declare (API.md §3).
+        self.mechanisms = MechanismRegistry()
+        self._plugin_settings: dict[type[BaseModel], BaseModel] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- life cycle -------------------------------------------------------------------
@@ -100,23 +171,54 @@ class Middleware:
         """
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         await self.db.open()
-        await self._setup_key()
-        dirs = [default_plugins_dir(), *self.settings.plugins_dirs]
-        for cls in discover(dirs):
-            service = cls(self)
-            namespace = cls.Config.namespace
-            if namespace in self.services:
-                raise StartupError(f"two plugins define the namespace {namespace!r}")
-            self.services[namespace] = service
-            for method in collect_methods(service):
-                self.methods[method.name] = method
+        try:
+            await self._load_plugins()
+        except BaseException:
+            # Nothing was set up: forget the services (stop() has none to stop) and close
+            # the database, whose threads would otherwise keep the process alive.
+            self.services.clear()
+            self._by_class.clear()
+            self.methods.clear()
+            await self.db.close()
+            raise
         for service in self.services.values():
             await service.setup()
 
+    async def _load_plugins(self) -> None:
+        dirs = [default_plugins_dir(), *self.settings.plugins_dirs]
+        classes = discover(dirs)
+        configs = [(cls, _config(cls)) for cls in classes]
+        for cls, config in configs:
+            _register_roles(cls, config)
+        self._plugin_settings = plugin_settings(
+            self.settings,
+            [(c.namespace, c.settings) for _, c in configs if c.settings is not None],
+        )
+        for cls, config in configs:
+            service = cls(self)
+            if config.namespace in self.services:
+                raise StartupError(f"two plugins define the namespace {config.namespace!r}")
+            self.services[config.namespace] = service
+            self._by_class[cls] = service
+            for method in collect_methods(service):
+                self.methods[method.name] = method
+            for hook in config.hooks:
+                self.hooks.register(
+                    hook.point, _bound(service, hook.method, "hook"), order=hook.order
+                )
+            for mechanism in config.mechanisms:
+                self.mechanisms.register(
+                    mechanism.name, mechanism.model, _bound(service, mechanism.method, "mechanism")
+                )
+        for _, config in configs:
+            await self.db.migrate(config.namespace, config.migrations)
+        await self._setup_key()
+
     async def _setup_key(self) -> None:
         check = await self.repos.meta.get(_KEY_CHECK)
-        has_data = check is not None or await self.repos.users.count_secrets() > 0
-        key = load_or_create_key(self.settings.key_path, create=not has_data)
+        # A database that has its key check has data encrypted with the key: a missing
+        # key file then is an error, never a new key.
+        key = load_or_create_key(self.settings.key_path, create=check is None)
         self._box = SecretBox(key)
         if check is None:
             await self.repos.meta.put(
@@ -165,19 +267,51 @@ class Middleware:
 
     # -- helpers for plugins ----------------------------------------------------------
 
-    def service(self, namespace: str) -> Any:
-        """The service of ``namespace`` (e.g. ``"auth.twofactor"``)."""
-        return self.services[namespace]
+    def service(self, cls: type[S]) -> S:
+        """The loaded instance of the service class ``cls``: how a plugin reaches a plugin
+        it requires (``self.middleware.service(TwoFactorService)``), typed. Optional
+        collaborators subscribe to hooks instead.
 
-    def encrypt_secret(self, secret: str) -> str:
-        """Encrypt a TOTP seed for storage."""
-        assert self._box is not None
-        return self._box.encrypt(secret, _SECRET_PURPOSE)
+        Raises:
+            LookupError: no plugin defines ``cls`` (a required plugin is missing).
+        """
+        service = self._by_class.get(cls)
+        if service is None:
+            raise LookupError(f"{cls.__name__} is not loaded (its plugin is missing)")
+        assert isinstance(service, cls)
+        return service
 
-    def decrypt_secret(self, stored: str) -> str:
-        """Decrypt a stored TOTP seed. Raises DecryptionError on a wrong key."""
+    def settings_of(self, model: type[M]) -> M:
+        """The validated values of a plugin's settings model (``Config.settings``).
+
+        Raises:
+            LookupError: no loaded plugin declares ``model``.
+        """
+        found = self._plugin_settings.get(model)
+        if found is None:
+            raise LookupError(f"no loaded plugin declares the settings {model.__name__}")
+        assert isinstance(found, model)
+        return found
+
+    def encrypt(self, value: str, purpose: bytes) -> str:
+        """Encrypt ``value`` for storage with the daemon's key (AES-GCM, crypto.py).
+
+        Args:
+            value: The plaintext (a TOTP seed, a recovery code hash's pepper...).
+            purpose: Associated data naming what it is (``b"totp-secret"``): a value
+                stored for one purpose does not decrypt as another.
+        """
         assert self._box is not None
-        return self._box.decrypt(stored, _SECRET_PURPOSE)
+        return self._box.encrypt(value, purpose)
+
+    def decrypt(self, stored: str, purpose: bytes) -> str:
+        """Decrypt what :meth:`encrypt` stored for ``purpose``.
+
+        Raises:
+            DecryptionError: wrong key, wrong purpose or tampered value.
+        """
+        assert self._box is not None
+        return self._box.decrypt(stored, purpose)
 
     async def audit(
         self,

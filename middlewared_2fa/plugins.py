@@ -3,7 +3,8 @@ instantiates the :class:`~middlewared_2fa.api.Service` subclasses it defines."""
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -25,28 +26,31 @@ def default_plugins_dir() -> Path:
     return checkout if checkout.is_dir() else here / "_plugins"
 
 
-def _load_module(path: Path, index: int) -> ModuleType:
-    stem = path.parent.name if path.name == "__init__.py" else path.stem
-    name = f"{_PKG}{index}.{stem}"
-    if f"{_PKG}{index}" not in sys.modules:
-        parent = ModuleType(f"{_PKG}{index}")
-        parent.__path__ = []
-        sys.modules[f"{_PKG}{index}"] = parent
-    spec = importlib.util.spec_from_file_location(
-        name,
-        path,
-        submodule_search_locations=[str(path.parent)] if path.name == "__init__.py" else None,
-    )
-    if spec is None or spec.loader is None:
-        raise StartupError(f"cannot load plugin {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+def _package(folder: Path) -> str:
+    """The import package of plugin folder ``index``: its modules import each other
+    relatively (``from .auth_twofactor import TwoFactorService``), and a module imported
+    that way is the one the loader finds later, so every class exists once."""
+    # One package per folder (by its resolved path), so two daemons in one process that
+    # load different folders never share a module.
+    digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+    name = f"{_PKG}_{digest}"
+    if name not in sys.modules:
+        parent = ModuleType(name)
+        parent.__path__ = [str(folder)]
+        sys.modules[name] = parent
+    return name
+
+
+def _load_module(folder: Path, stem: str) -> ModuleType:
+    name = f"{_package(folder)}.{stem}"
     try:
-        spec.loader.exec_module(module)
+        return importlib.import_module(name)
+    except StartupError:
+        raise
     except Exception as exc:
-        del sys.modules[name]
-        raise StartupError(f"plugin {path} failed to load: {exc!r}") from exc
-    return module
+        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            del sys.modules[key]
+        raise StartupError(f"plugin {folder / stem} failed to load: {exc!r}") from exc
 
 
 def discover(dirs: list[Path]) -> list[type[Service]]:
@@ -59,26 +63,30 @@ def discover(dirs: list[Path]) -> list[type[Service]]:
         StartupError: a folder is missing or a plugin fails to import.
     """
     classes: list[type[Service]] = []
-    for index, folder in enumerate(dirs):
+    for folder in dirs:
         if not folder.is_dir():
             raise StartupError(f"plugin folder {folder} does not exist")
         for entry in sorted(folder.iterdir()):
             if entry.name.startswith(("_", ".")):
                 continue
             if entry.is_dir() and (entry / "__init__.py").is_file():
-                path = entry / "__init__.py"
+                stem = entry.name
             elif entry.suffix == ".py" and entry.is_file():
-                path = entry
+                stem = entry.stem
             else:
                 continue
-            module = _load_module(path, index)
+            module = _load_module(folder, stem)
             for obj in vars(module).values():
                 if (
                     isinstance(obj, type)
                     and issubclass(obj, Service)
                     and obj is not Service
-                    and obj.__module__.startswith(module.__name__)
+                    and (
+                        obj.__module__ == module.__name__
+                        or obj.__module__.startswith(module.__name__ + ".")
+                    )
+                    and obj not in classes
                 ):
                     classes.append(obj)
-            logger.debug("loaded plugin %s", path)
+            logger.debug("loaded plugin %s", folder / stem)
     return classes

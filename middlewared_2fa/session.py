@@ -104,19 +104,20 @@ class Identity:
 
 
 @dataclass(slots=True)
-class PendingOtp:
-    """A password step that succeeded and waits for the OTP step (API.md §3).
+class PendingStep:
+    """A login that is half done: its first step succeeded and the session waits for the
+    next (the OTP step after a password, API.md §3). A login mechanism keeps its own
+    state in a subclass; the registry only drops it.
 
-    ``retries`` counts wrong codes still allowed to answer OTP_REQUIRED (3 at first);
-    ``generation`` is the account's credential generation at the password step and
-    ``expires`` the Unix time after which the step is gone (5 minutes).
+    ``generation`` is the account's credential generation at the first step: a change of
+    the account's credentials drops the step (API.md §9). ``expires`` is the Unix time
+    after which the step is gone.
     """
 
     user_id: int
     username: str
     generation: int
     expires: float
-    retries: int = 3
 
 
 @dataclass(slots=True)
@@ -138,7 +139,7 @@ class Session:
     created_at: float = 0.0
     id: str = field(default_factory=lambda: secrets.token_hex(16))
     identity: Identity | None = None
-    pending_otp: PendingOtp | None = None
+    pending: PendingStep | None = None
     #: The generation of the secret this session set itself (user.renew_2fa_secret):
     #: it may show that secret's QR code until anything else changes (API.md §9).
     enrolled_generation: int | None = None
@@ -259,7 +260,7 @@ class SessionRegistry:
         if user_id is not None and identity.generation < self._generations.get(user_id, -1):
             raise StaleCredential()
         was = endpoint.session.identity
-        endpoint.session.pending_otp = None
+        endpoint.session.pending = None
         endpoint.set_identity(identity)
         if was is not None:
             self._changed("removed", endpoint.session, was)
@@ -269,7 +270,7 @@ class SessionRegistry:
         """Log the session out (connection stays open); its tokens end."""
         self.withdraw_tokens(endpoint.session.id)
         was = endpoint.session.identity
-        endpoint.session.pending_otp = None
+        endpoint.session.pending = None
         endpoint.set_identity(None)
         if was is not None:
             self._changed("removed", endpoint.session, was)
@@ -309,13 +310,13 @@ class SessionRegistry:
         ended = 0
         for endpoint in list(self._endpoints.values()):
             session = endpoint.session
-            pending = session.pending_otp
+            pending = session.pending
             if (
                 pending is not None
                 and pending.user_id == user_id
                 and pending.generation < generation
             ):
-                session.pending_otp = None
+                session.pending = None
             identity = session.identity
             if identity is None or identity.user_id != user_id or identity.generation >= generation:
                 continue

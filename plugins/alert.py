@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from middlewared_2fa.api import CallContext, Service, api_method
+from middlewared_2fa.middleware import Middleware
 from middlewared_2fa.schema.audit import AlertListArgs, AlertListResult
 
 
@@ -15,7 +16,7 @@ class AlertService(Service):
     class Config:
         namespace = "alert"
 
-    def __init__(self, middleware: Any) -> None:
+    def __init__(self, middleware: Middleware) -> None:
         super().__init__(middleware)
         self._alerts: dict[tuple[str, str], dict[str, Any]] = {}
 

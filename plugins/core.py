@@ -72,4 +72,6 @@ class CoreService(Service):
     @api_method(CoreUnsubscribeArgs, BoolResult, roles=[])
     async def unsubscribe(self, ctx: CallContext, id: str) -> bool:
         """Cancel a subscription of this connection; False when ``id`` is not one."""
+        if ctx.connection is None:
+            return False
         return self.middleware.events.unsubscribe(ctx.connection, id)

@@ -1,7 +1,7 @@
 """SQLite datastore (aiosqlite): connection lifecycle, numbered migrations, repositories.
 
-All SQL of the project lives in this package. Plugins get repositories, never a
-connection.
+The framework's tables (accounts, audit, metadata) have their SQL here; a plugin keeps
+the SQL of its own tables in its package and uses :class:`Database` directly.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from middlewared_2fa.datastore.database import Database
 from middlewared_2fa.datastore.repositories import (
     AuditRepository,
     MetaRepository,
-    NtpServerRepository,
     Repositories,
-    TwoFactorConfigRepository,
     UserRepository,
 )
 
@@ -20,8 +18,6 @@ __all__ = [
     "AuditRepository",
     "Database",
     "MetaRepository",
-    "NtpServerRepository",
     "Repositories",
-    "TwoFactorConfigRepository",
     "UserRepository",
 ]

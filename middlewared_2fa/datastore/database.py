@@ -7,13 +7,20 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from middlewared_2fa.datastore.migrations import MIGRATIONS
+from middlewared_2fa.api import Migration
+from middlewared_2fa.datastore.migrations import (
+    FRAMEWORK,
+    FRAMEWORK_MIGRATIONS,
+    LEGACY,
+    LEGACY_USER_VERSION,
+    TRACKING,
+)
 from middlewared_2fa.errors import StartupError
 
 logger = logging.getLogger(__name__)
@@ -104,23 +111,8 @@ class Database:
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.execute("PRAGMA synchronous=FULL")
         await conn.execute("PRAGMA busy_timeout=5000")
-        async with conn.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        version = int(row[0]) if row else 0
-        if version > len(MIGRATIONS):
-            raise StartupError(
-                f"database {self.path} has schema version {version}, newer than this "
-                f"daemon ({len(MIGRATIONS)}); upgrade the daemon"
-            )
-        for number in range(version + 1, len(MIGRATIONS) + 1):
-            logger.info("applying database migration %d", number)
-            # executescript commits first; run the migration and the version bump in one
-            # explicit transaction so a crash never leaves a half-applied migration.
-            await conn.executescript(
-                "BEGIN IMMEDIATE;\n"
-                + MIGRATIONS[number - 1]
-                + f"\nPRAGMA user_version = {number};\nCOMMIT;"
-            )
+        await self._start_tracking(conn)
+        await self.migrate(FRAMEWORK, FRAMEWORK_MIGRATIONS)
         reader = await aiosqlite.connect(self.path, isolation_level=None)
         self._reader = reader
         reader.row_factory = aiosqlite.Row
@@ -132,6 +124,94 @@ class Database:
         inline.row_factory = sqlite3.Row
         inline.execute("PRAGMA query_only=ON")
         inline.execute("PRAGMA busy_timeout=0")
+
+    async def _start_tracking(self, conn: aiosqlite.Connection) -> None:
+        """Create ``schema_migrations``; a file from before per-owner tracking has its
+        global version recorded as the owner ``(legacy)`` (see migrations.py)."""
+        async with conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        ) as cur:
+            if await cur.fetchone() is not None:
+                return
+        async with conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > LEGACY_USER_VERSION:
+            raise StartupError(
+                f"database {self.path} has schema version {version}, newer than this "
+                f"daemon ({LEGACY_USER_VERSION}); upgrade the daemon"
+            )
+        legacy = (
+            f"INSERT INTO schema_migrations (owner, version) VALUES ('{LEGACY}', {version});\n"
+            if version
+            else ""
+        )
+        await conn.executescript(
+            "BEGIN IMMEDIATE;\n"
+            + TRACKING
+            + legacy
+            + f"PRAGMA user_version = {LEGACY_USER_VERSION};\nCOMMIT;"
+        )
+
+    async def migrate(self, owner: str, migrations: Sequence[Migration]) -> list[int]:
+        """Apply ``owner``'s migrations that this file has not had, in order, each in
+        one transaction with its record (a crash never leaves one half-applied).
+
+        Args:
+            owner: ``middlewared`` or a plugin's namespace.
+            migrations: Its migrations, versions 1, 2, ... without gaps.
+
+        Returns:
+            The versions applied now (not those taken over from a legacy file).
+
+        Raises:
+            StartupError: the versions are not 1..n, the file has a version of ``owner``
+                newer than the daemon knows, or a migration fails (the message names
+                the owner and version).
+        """
+        versions = [m.version for m in migrations]
+        if versions != list(range(1, len(versions) + 1)):
+            raise StartupError(f"{owner}: migrations must be numbered 1..n, got {versions}")
+        conn = self.conn
+        async with self._lock:
+            rows = await conn.execute_fetchall(
+                "SELECT owner, version FROM schema_migrations WHERE owner IN (?, ?)",
+                (owner, LEGACY),
+            )
+            done = {int(r[1]) for r in rows if r[0] == owner}
+            legacy = max((int(r[1]) for r in rows if r[0] == LEGACY), default=0)
+            if done and max(done) > len(migrations):
+                raise StartupError(
+                    f"database {self.path} has schema version {max(done)} of {owner}, "
+                    f"newer than this daemon ({len(migrations)}); upgrade the daemon"
+                )
+            applied: list[int] = []
+            for migration in migrations:
+                if migration.version in done:
+                    continue
+                adopt = not done and migration.legacy is not None and migration.legacy <= legacy
+                record = (
+                    "INSERT INTO schema_migrations (owner, version) "
+                    f"VALUES ('{owner.replace(chr(39), chr(39) * 2)}', {migration.version});"
+                )
+                try:
+                    await conn.executescript(
+                        "BEGIN IMMEDIATE;\n"
+                        + ("" if adopt else migration.sql)
+                        + f"\n{record}\nCOMMIT;"
+                    )
+                except sqlite3.Error as exc:
+                    if conn.in_transaction:
+                        with contextlib.suppress(Exception):
+                            await conn.execute("ROLLBACK")
+                    raise StartupError(
+                        f"database {self.path}: migration {migration.version} of {owner} "
+                        f"failed: {exc}"
+                    ) from None
+                if not adopt:
+                    logger.info("applied database migration %d of %s", migration.version, owner)
+                    applied.append(migration.version)
+            return applied
 
     async def close(self) -> None:
         """Wait for the running transaction, then close the connections."""

@@ -1,68 +1,82 @@
-"""Numbered schema migrations. ``PRAGMA user_version`` holds the last one applied.
+"""Numbered schema migrations, tracked per owner: the framework (``middlewared``) and
+each plugin (its ``Config.namespace``) in the table ``schema_migrations``.
 
-Append new migrations; never edit one that has shipped.
+Append new migrations; never edit one that has shipped. Databases from before per-owner
+tracking kept one global ``PRAGMA user_version``: when ``schema_migrations`` is created
+in such a file the number is recorded once as the owner ``(legacy)``, and an owner
+without rows takes its migrations whose ``legacy`` is at most that number as already
+applied (the tables exist).
 """
 
 from __future__ import annotations
 
-MIGRATIONS: list[str] = [
-    # 1: users, global 2FA configuration, audit log, metadata, NTP servers.
-    """
-    CREATE TABLE meta (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );
-    CREATE TABLE users (
-        id                   INTEGER PRIMARY KEY AUTOINCREMENT,
-        username             TEXT NOT NULL UNIQUE,
-        full_name            TEXT NOT NULL DEFAULT '',
-        password_hash        TEXT,
-        roles                TEXT NOT NULL DEFAULT '[]',
-        locked               INTEGER NOT NULL DEFAULT 0,
-        ssh_password_enabled INTEGER NOT NULL DEFAULT 0,
-        builtin              INTEGER NOT NULL DEFAULT 0,
-        totp_secret          TEXT,
-        totp_interval        INTEGER NOT NULL DEFAULT 30 CHECK (totp_interval IN (30, 60)),
-        totp_digits          INTEGER NOT NULL DEFAULT 6 CHECK (totp_digits BETWEEN 6 AND 8),
-        totp_last_step       INTEGER
-    );
-    CREATE TABLE twofactor_config (
-        id      INTEGER PRIMARY KEY CHECK (id = 1),
-        enabled INTEGER NOT NULL DEFAULT 0,
-        window  INTEGER NOT NULL DEFAULT 0 CHECK (window BETWEEN 0 AND 10),
-        ssh     INTEGER NOT NULL DEFAULT 0,
-        issuer  TEXT NOT NULL DEFAULT 'middlewared-2fa'
-    );
-    INSERT INTO twofactor_config (id) VALUES (1);
-    CREATE TABLE audit (
-        id         INTEGER PRIMARY KEY AUTOINCREMENT,
-        audit_id   TEXT NOT NULL UNIQUE,
-        timestamp  REAL NOT NULL,
-        event      TEXT NOT NULL,
-        username   TEXT,
-        address    TEXT,
-        success    INTEGER NOT NULL,
-        event_data TEXT NOT NULL
-    );
-    CREATE INDEX audit_timestamp ON audit (timestamp);
-    CREATE TABLE ntp_servers (
-        id      INTEGER PRIMARY KEY AUTOINCREMENT,
-        address TEXT NOT NULL,
-        port    INTEGER NOT NULL DEFAULT 123,
-        iburst  INTEGER NOT NULL DEFAULT 1,
-        prefer  INTEGER NOT NULL DEFAULT 0,
-        minpoll INTEGER NOT NULL DEFAULT 6,
-        maxpoll INTEGER NOT NULL DEFAULT 10
-    );
-    """,
-    # 2: credential generations (API.md §9) and account throttling (API.md §3).
-    """
-    ALTER TABLE users ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE audit ADD COLUMN session TEXT;
-    CREATE TABLE auth_throttle (
-        user_id        INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
-        failures       INTEGER NOT NULL CHECK (failures >= 0),
-        cooldown_until REAL NOT NULL DEFAULT 0
-    );
-    """,
-]
+from middlewared_2fa.api import Migration
+
+#: The owner name of the framework's own tables.
+FRAMEWORK = "middlewared"
+#: The owner under which the old global schema version is recorded.
+LEGACY = "(legacy)"
+#: The last global ``PRAGMA user_version`` (before per-owner tracking). A file that
+#: tracks per owner keeps this number there, so a daemon from before opens a file with
+#: the tables it knows instead of creating them again (the benchmarks compare the two
+#: on one seeded state); newer files are refused only by version per owner.
+LEGACY_USER_VERSION = 2
+
+#: Creates the tracking table; runs before any migration.
+TRACKING = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    owner   TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (owner, version)
+);
+"""
+
+#: The framework's tables: metadata (the key check), the accounts that sessions and
+#: their credential generations refer to (API.md §9), and the audit log it writes for
+#: every audited call (API.md §7).
+FRAMEWORK_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        """
+        CREATE TABLE meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        CREATE TABLE users (
+            id                   INTEGER PRIMARY KEY AUTOINCREMENT,
+            username             TEXT NOT NULL UNIQUE,
+            full_name            TEXT NOT NULL DEFAULT '',
+            password_hash        TEXT,
+            roles                TEXT NOT NULL DEFAULT '[]',
+            locked               INTEGER NOT NULL DEFAULT 0,
+            ssh_password_enabled INTEGER NOT NULL DEFAULT 0,
+            builtin              INTEGER NOT NULL DEFAULT 0,
+            totp_secret          TEXT,
+            totp_interval        INTEGER NOT NULL DEFAULT 30 CHECK (totp_interval IN (30, 60)),
+            totp_digits          INTEGER NOT NULL DEFAULT 6 CHECK (totp_digits BETWEEN 6 AND 8),
+            totp_last_step       INTEGER
+        );
+        CREATE TABLE audit (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            audit_id   TEXT NOT NULL UNIQUE,
+            timestamp  REAL NOT NULL,
+            event      TEXT NOT NULL,
+            username   TEXT,
+            address    TEXT,
+            success    INTEGER NOT NULL,
+            event_data TEXT NOT NULL
+        );
+        CREATE INDEX audit_timestamp ON audit (timestamp);
+        """,
+        legacy=1,
+    ),
+    # Credential generations (API.md §9) and the session of an audit entry.
+    Migration(
+        2,
+        """
+        ALTER TABLE users ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE audit ADD COLUMN session TEXT;
+        """,
+        legacy=2,
+    ),
+)

@@ -1,4 +1,5 @@
-"""Repositories: every SQL statement of the project.
+"""The framework's repositories: accounts, audit log, metadata (plugins keep the SQL of
+their own tables next to their services).
 
 Values that must be secret (TOTP seeds) arrive here already encrypted; repositories
 never see plaintext secrets.
@@ -41,6 +42,11 @@ class UserRow:
     #: Credential generation (API.md §9): bumped with every change of the password,
     #: secret, roles or lock, in the statement that makes the change.
     generation: int = 0
+
+    @property
+    def twofactor_auth_configured(self) -> bool:
+        """A TOTP seed is stored (``UserEntry`` reads this, never the seed)."""
+        return self.totp_secret is not None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> UserRow:
@@ -137,11 +143,6 @@ class UserRepository:
     async def count(self) -> int:
         """Number of users."""
         row = await self.db.fetch_one("SELECT COUNT(*) FROM users")
-        return int(row[0]) if row else 0
-
-    async def count_secrets(self) -> int:
-        """Number of users with a stored TOTP seed."""
-        row = await self.db.fetch_one("SELECT COUNT(*) FROM users WHERE totp_secret IS NOT NULL")
         return int(row[0]) if row else 0
 
     async def create(self, fields: dict[str, Any]) -> int:
@@ -293,36 +294,6 @@ class UserRepository:
 
 
 @dataclass(slots=True)
-class TwoFactorConfigRow:
-    """The single row of ``twofactor_config``. ``window`` is in time steps."""
-
-    enabled: bool
-    window: int
-    ssh: bool
-    issuer: str
-
-
-class TwoFactorConfigRepository:
-    """Global two-factor settings (one row, id 1)."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def get(self) -> TwoFactorConfigRow:
-        row = await self.db.lookup(
-            "SELECT enabled, window, ssh, issuer FROM twofactor_config WHERE id = 1"
-        )
-        assert row is not None  # inserted by migration 1
-        return TwoFactorConfigRow(bool(row[0]), int(row[1]), bool(row[2]), str(row[3]))
-
-    async def put(self, config: TwoFactorConfigRow) -> None:
-        await self.db.write(
-            "UPDATE twofactor_config SET enabled = ?, window = ?, ssh = ?, issuer = ? WHERE id = 1",
-            (int(config.enabled), config.window, int(config.ssh), config.issuer),
-        )
-
-
-@dataclass(slots=True)
 class AuditRow:
     """One audit entry (API.md §7)."""
 
@@ -388,106 +359,10 @@ class MetaRepository:
         )
 
 
-@dataclass(slots=True)
-class NtpServerRow:
-    """One configured NTP server (API.md §6)."""
-
-    id: int
-    address: str
-    port: int
-    iburst: bool
-    prefer: bool
-    minpoll: int
-    maxpoll: int
-
-
-_NTP_COLUMNS = ("address", "port", "iburst", "prefer", "minpoll", "maxpoll")
-
-
-class NtpServerRepository:
-    """Configured NTP servers."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def list(self) -> list[NtpServerRow]:
-        rows = await self.db.fetch_all(
-            "SELECT id, address, port, iburst, prefer, minpoll, maxpoll FROM ntp_servers "
-            "ORDER BY id"
-        )
-        return [NtpServerRow(r[0], r[1], r[2], bool(r[3]), bool(r[4]), r[5], r[6]) for r in rows]
-
-    async def get(self, server_id: int) -> NtpServerRow | None:
-        for row in await self.list():
-            if row.id == server_id:
-                return row
-        return None
-
-    async def create(self, fields: dict[str, Any]) -> int:
-        values = {k: fields[k] for k in _NTP_COLUMNS}
-        _, rowid = await self.db.write(
-            "INSERT INTO ntp_servers (address, port, iburst, prefer, minpoll, maxpoll) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            tuple(values.values()),
-        )
-        return int(rowid or 0)
-
-    async def update(self, server_id: int, fields: dict[str, Any]) -> None:
-        values = {k: fields[k] for k in _NTP_COLUMNS if k in fields}
-        if not values:
-            return
-        sets = ", ".join(f"{k} = ?" for k in values)
-        await self.db.write(
-            f"UPDATE ntp_servers SET {sets} WHERE id = ?", (*values.values(), server_id)
-        )
-
-    async def delete(self, server_id: int) -> None:
-        await self.db.write("DELETE FROM ntp_servers WHERE id = ?", (server_id,))
-
-
-@dataclass(slots=True)
-class ThrottleRow:
-    """Consecutive failed authentications of one account (API.md §3)."""
-
-    user_id: int
-    failures: int
-    cooldown_until: float
-
-
-class ThrottleRepository:
-    """Account throttling counters, one row per account with failures."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def list(self) -> list[ThrottleRow]:
-        rows = await self.db.fetch_all(
-            "SELECT user_id, failures, cooldown_until FROM auth_throttle"
-        )
-        return [ThrottleRow(int(r[0]), int(r[1]), float(r[2])) for r in rows]
-
-    async def put(self, row: ThrottleRow) -> None:
-        """Store the count (a count of 0 deletes the row). A user deleted meanwhile is
-        ignored (the foreign key refuses the row)."""
-        if row.failures <= 0:
-            await self.db.write("DELETE FROM auth_throttle WHERE user_id = ?", (row.user_id,))
-            return
-        await self.db.write(
-            "INSERT INTO auth_throttle (user_id, failures, cooldown_until) "
-            "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM users WHERE id = ?) "
-            "ON CONFLICT(user_id) DO UPDATE SET failures = excluded.failures, "
-            "cooldown_until = excluded.cooldown_until",
-            (row.user_id, row.failures, row.cooldown_until, row.user_id),
-        )
-
-
 class Repositories:
     """All repositories over one :class:`Database`; handed to plugins."""
 
     def __init__(self, db: Database) -> None:
         self.users = UserRepository(db)
-        self.twofactor = TwoFactorConfigRepository(db)
         self.audit = AuditRepository(db)
         self.meta = MetaRepository(db)
-        self.ntp_servers = NtpServerRepository(db)
-        self.throttle = ThrottleRepository(db)

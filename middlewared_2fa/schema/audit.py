@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from middlewared_2fa.schema.common import Model, Out, QueryOptions, check_filters
+from middlewared_2fa.schema.common import Model, Out, QueryArgs
 
 
 class AuditEventData(Out):
@@ -28,11 +28,8 @@ class AuditEntry(Out):
     session: str | None = Field(None, description="id of the session that made it (auth.sessions)")
 
 
-class AuditQueryArgs(Model):
-    filters: list[list[Any]] = Field(default_factory=list)
-    options: QueryOptions = Field(default_factory=QueryOptions)
-
-    _filters = field_validator("filters")(classmethod(lambda cls, v: check_filters(v)))
+class AuditQueryArgs(QueryArgs):
+    """``(filters, options)``: see :class:`QueryArgs`."""
 
 
 class AuditQueryResult(Out):

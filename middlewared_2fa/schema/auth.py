@@ -4,24 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
+from middlewared_2fa.roles import RoleName as RoleName  # re-exported for the models
 from middlewared_2fa.schema.common import DateOut, Model, Out, QueryArgs
 from middlewared_2fa.session import Credentials
-
-RoleName = Literal[
-    "FULL_ADMIN",
-    "READONLY_ADMIN",
-    "ACCOUNT_READ",
-    "ACCOUNT_WRITE",
-    "SYSTEM_SECURITY_READ",
-    "SYSTEM_SECURITY_WRITE",
-    "SYSTEM_AUDIT_READ",
-    "AUTH_SESSIONS_READ",
-    "AUTH_SESSIONS_WRITE",
-    "API_KEY_READ",
-    "API_KEY_WRITE",
-]
 
 
 class LoginOptions(Model):
@@ -60,7 +47,21 @@ class TokenPlain(Model):
     login_options: LoginOptions = Field(default_factory=LoginOptions)
 
 
-LoginData = Annotated[PasswordPlain | OtpToken | TokenPlain, Field(discriminator="mechanism")]
+#: ``login_data`` of ``auth.login_ex``: an object whose ``mechanism`` selects the model
+#: that validates the rest, from the login mechanism registry (middlewared_2fa/login.py),
+#: so plugins add mechanisms without changing this model.
+LoginData = Annotated[
+    dict[str, Any],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "required": ["mechanism"],
+            "properties": {"mechanism": {"type": "string"}},
+            "description": "PASSWORD_PLAIN, OTP_TOKEN or TOKEN_PLAIN (API.md §3), or a "
+            "mechanism a plugin adds",
+        }
+    ),
+]
 
 
 class TwoFactorUserState(Out):

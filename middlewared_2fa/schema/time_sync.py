@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
-from middlewared_2fa.schema.common import EntryId, Model, Out, QueryOptions, check_filters
+from middlewared_2fa.schema.common import (
+    EntryId,
+    Model,
+    Out,
+    QueryArgs,
+)
 
 #: One DNS label of a host name: letters, digits and hyphens, 1..63 characters, no hyphen
 #: at either end (RFC 1123 §2.1, RFC 952).
@@ -95,11 +100,8 @@ class NtpServerUpdate(_NtpServerFields):
     """Partial update: only the keys given change."""
 
 
-class SystemNtpserverQueryArgs(Model):
-    filters: list[list[Any]] = Field(default_factory=list, description="[[field, op, value]]")
-    options: QueryOptions = Field(default_factory=QueryOptions)
-
-    _filters = field_validator("filters")(classmethod(lambda cls, v: check_filters(v)))
+class SystemNtpserverQueryArgs(QueryArgs):
+    """``(filters, options)``: see :class:`QueryArgs`."""
 
 
 class SystemNtpserverQueryResult(Out):

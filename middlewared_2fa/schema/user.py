@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
 from middlewared_2fa.schema.auth import RoleName
-from middlewared_2fa.schema.common import EntryId, Model, Out, QueryOptions, check_filters
+from middlewared_2fa.schema.common import (
+    EntryId,
+    Model,
+    Out,
+    QueryArgs,
+)
 
 USERNAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"
 
@@ -23,6 +28,12 @@ class UserEntry(Out):
     builtin: bool
 
 
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must be printable")
+    return value
+
+
 class UserCreate(Model):
     username: str = Field(pattern=USERNAME_PATTERN, description="login name, 1..32 characters")
     full_name: str = Field("", max_length=256)
@@ -31,12 +42,7 @@ class UserCreate(Model):
     locked: bool = False
     ssh_password_enabled: bool = False
 
-    @field_validator("full_name")
-    @classmethod
-    def _printable(cls, value: str) -> str:
-        if not value.isprintable():
-            raise ValueError("must be printable")
-        return value
+    _full_name = field_validator("full_name")(classmethod(lambda cls, v: _printable(v)))
 
 
 class UserUpdate(Model):
@@ -49,12 +55,7 @@ class UserUpdate(Model):
     locked: bool = False
     ssh_password_enabled: bool = False
 
-    @field_validator("full_name")
-    @classmethod
-    def _printable(cls, value: str) -> str:
-        if not value.isprintable():
-            raise ValueError("must be printable")
-        return value
+    _full_name = field_validator("full_name")(classmethod(lambda cls, v: _printable(v)))
 
 
 class TwoFactorOptions(Model):
@@ -83,11 +84,8 @@ class UserRenewEntry(UserEntry):
     twofactor_config: UserTwofactorConfig
 
 
-class UserQueryArgs(Model):
-    filters: list[list[Any]] = Field(default_factory=list, description="[[field, op, value]]")
-    options: QueryOptions = Field(default_factory=QueryOptions)
-
-    _filters = field_validator("filters")(classmethod(lambda cls, v: check_filters(v)))
+class UserQueryArgs(QueryArgs):
+    """``(filters, options)``: see :class:`QueryArgs`."""
 
 
 class UserQueryResult(Out):

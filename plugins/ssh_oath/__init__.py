@@ -12,13 +12,19 @@ import asyncio
 import contextlib
 import errno
 import logging
-from typing import Any
+from pathlib import Path
 
-from middlewared_2fa.api import CallContext, Service
+from pydantic import BaseModel, ConfigDict, Field
+
+from middlewared_2fa.api import CallContext, Hook, Service
 from middlewared_2fa.crypto import DecryptionError
-from middlewared_2fa.datastore.repositories import TwoFactorConfigRow, UserRow
+from middlewared_2fa.datastore.repositories import UserRow
 from middlewared_2fa.errors import CallError, ValidationErrors
+from middlewared_2fa.middleware import Middleware
 
+from ..alert import AlertService
+from ..auth_twofactor import TwoFactorService
+from ..auth_twofactor.repository import TwoFactorConfigRow
 from .usersfile import (
     MAX_SECRET_BYTES,
     OathEntry,
@@ -44,28 +50,53 @@ def _line_key(row: UserRow | None) -> tuple[str, str, int, int] | None:
     return (row.username, row.totp_secret, row.totp_interval, row.totp_digits)
 
 
+class SshOathSettings(BaseModel):
+    """Where the files for pam_oath go (API.md §1, §8); default: in ``state_dir``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    oath_users_file: Path | None = Field(None, description="OATH users file for pam_oath")
+    pam_snippet_file: Path | None = Field(None, description="PAM snippet for sshd")
+
+
 class SshOathService(Service):
     """Keeps the OATH users file and PAM snippet in step with the database."""
 
     class Config:
         namespace = "ssh.oath"
+        settings = SshOathSettings
+        hooks = (
+            Hook("auth.twofactor.pre_update", "_pre_twofactor_update"),
+            Hook("auth.twofactor.post_update", "_post_twofactor_update"),
+            Hook("user.post_change", "_post_user_change"),
+            Hook("auth.twofactor.used_step", "last_step"),
+            Hook("auth.twofactor.record_step", "record_step"),
+        )
 
     #: Seconds after a rewrite at which the file is checked again (see module docstring).
     RECHECK_DELAY = 1.0
 
-    def __init__(self, middleware: Any) -> None:
+    def __init__(self, middleware: Middleware) -> None:
         super().__init__(middleware)
+        settings = middleware.settings_of(SshOathSettings)
+        state = middleware.settings.state_dir
+        #: The OATH users file (API.md §8).
+        self.oath_users_path: Path = settings.oath_users_file or state / "users.oath"
+        #: The PAM snippet (API.md §8).
+        self.pam_snippet_path: Path = settings.pam_snippet_file or state / "pam_oath.conf"
         self._lock = asyncio.Lock()
         #: True: the files were last written for "SSH 2FA on"; False: for "off"; None:
         #: unknown or the last write failed (then every hook retries).
         self._written_active: bool | None = None
         self._recheck: asyncio.Task[None] | None = None
 
-    async def setup(self) -> None:
-        hooks = self.middleware.hooks
-        hooks.register("auth.twofactor.pre_update", self._pre_twofactor_update)
-        hooks.register("auth.twofactor.post_update", self._post_twofactor_update)
-        hooks.register("user.post_change", self._post_user_change)
+    @property
+    def _alerts(self) -> AlertService:
+        return self.middleware.service(AlertService)
+
+    @property
+    def _twofactor(self) -> TwoFactorService:
+        return self.middleware.service(TwoFactorService)
 
     async def _pre_twofactor_update(
         self,
@@ -162,7 +193,7 @@ class SshOathService(Service):
         if found is None:
             return None
         entry, window = found
-        path = self.middleware.settings.oath_users_path.absolute()
+        path = self.oath_users_path.absolute()
         now = self.middleware.clock.time()
         try:
             return await asyncio.to_thread(
@@ -212,7 +243,7 @@ class SshOathService(Service):
 
     async def _record_entry(self, user: UserRow, secret: str) -> tuple[OathEntry, int] | None:
         """``(entry, window)`` of ``user``'s users-file line while SSH 2FA is on, else None."""
-        config = await self.middleware.service("auth.twofactor").get_config()
+        config = await self._twofactor.get_config()
         if not (config.enabled and config.ssh):
             return None
         try:
@@ -225,7 +256,7 @@ class SshOathService(Service):
     async def _record(
         self, user: UserRow, secret: str, step: int, entry: OathEntry, window: int
     ) -> bool:
-        path = self.middleware.settings.oath_users_path.absolute()
+        path = self.oath_users_path.absolute()
         async with self._lock:
             try:
                 recorded = await asyncio.to_thread(
@@ -247,7 +278,7 @@ class SshOathService(Service):
                     user.username,
                     detail,
                 )
-                self.middleware.service("alert").raise_alert(
+                self._alerts.raise_alert(
                     RECORD_FAILED_ALERT,
                     "WARNING",
                     f"A one-time code accepted for user {user.username!r} could not be "
@@ -255,7 +286,7 @@ class SshOathService(Service):
                     "while it is within the window; fix the file or its folder.",
                 )
                 return True
-        self.middleware.service("alert").clear_alert(RECORD_FAILED_ALERT)
+        self._alerts.clear_alert(RECORD_FAILED_ALERT)
         if not recorded:
             logger.warning(
                 "user %s: a code of the same or a newer time step was used over SSH meanwhile;"
@@ -267,7 +298,7 @@ class SshOathService(Service):
     async def _sync(self, ctx: CallContext | None, origin: str) -> bool:
         """:meth:`sync`; True when the users file was rewritten."""
         async with self._lock:
-            config = await self.middleware.service("auth.twofactor").get_config()
+            config = await self._twofactor.get_config()
             active = config.enabled and config.ssh
             if not active and self._written_active is False:
                 return False
@@ -282,7 +313,7 @@ class SshOathService(Service):
                     errno.EIO,
                 ) from None
             if self._written_active is None:
-                self.middleware.service("alert").clear_alert(WRITE_FAILED_ALERT)
+                self._alerts.clear_alert(WRITE_FAILED_ALERT)
             self._written_active = active
         if changed:
             self._schedule_recheck()
@@ -295,7 +326,7 @@ class SshOathService(Service):
             if row.totp_secret is None:
                 continue
             try:
-                secret_hex = base32_to_hex(self.middleware.decrypt_secret(row.totp_secret))
+                secret_hex = base32_to_hex(self._twofactor.unseal(row.totp_secret))
             except (DecryptionError, ValueError):
                 logger.warning("user %s: stored secret unreadable; not listed for SSH", row.id)
                 continue
@@ -307,11 +338,10 @@ class SshOathService(Service):
         return entries
 
     async def _write(self, config: TwoFactorConfigRow) -> bool:
-        settings = self.middleware.settings
-        users_path = settings.oath_users_path.absolute()
+        users_path = self.oath_users_path.absolute()
         entries = await self._entries() if config.enabled and config.ssh else None
         return await asyncio.to_thread(
-            write_files, users_path, settings.pam_snippet_path, entries, config.window
+            write_files, users_path, self.pam_snippet_path, entries, config.window
         )
 
     @staticmethod
@@ -329,7 +359,7 @@ class SshOathService(Service):
         self._written_active = None
         reason = self._reason(exc)
         logger.error("%s", reason)
-        self.middleware.service("alert").raise_alert(
+        self._alerts.raise_alert(
             WRITE_FAILED_ALERT,
             "CRITICAL",
             f"{reason}. SSH logins may not match the two-factor settings until it is fixed.",
@@ -358,5 +388,5 @@ class SshOathService(Service):
                 logger.warning(
                     "%s differed from the database shortly after a rewrite (a pam_oath "
                     "login racing it?); written again",
-                    self.middleware.settings.oath_users_path,
+                    self.oath_users_path,
                 )

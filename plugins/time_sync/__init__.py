@@ -11,13 +11,14 @@ import concurrent.futures
 import logging
 from typing import Any
 
-from middlewared_2fa.api import CallContext, Service, api_method
-from middlewared_2fa.datastore.repositories import NtpServerRow
+from middlewared_2fa.api import CallContext, Hook, Service, api_method
 from middlewared_2fa.errors import ENOENT, CallError, ValidationErrors
 from middlewared_2fa.filters import filter_list
+from middlewared_2fa.middleware import Middleware
 from middlewared_2fa.schema.common import QueryOptions
 from middlewared_2fa.schema.time_sync import (
     NtpServerCreate,
+    NtpServerEntry,
     NtpServerUpdate,
     SystemNtpserverCreateArgs,
     SystemNtpserverCreateResult,
@@ -33,6 +34,9 @@ from middlewared_2fa.schema.time_sync import (
     SystemTimeSyncStatusResult,
 )
 
+from ..alert import AlertService
+from ..auth_twofactor import TwoFactorService
+from ..auth_twofactor.repository import TwoFactorConfigRow
 from .ntp import (
     ALERT_SKEW,
     ALERT_UNVERIFIED,
@@ -49,6 +53,7 @@ from .ntp import (
     server_label,
     summarize,
 )
+from .repository import MIGRATIONS, NtpServerRepository, NtpServerRow, TimeSyncSettings
 
 logger = logging.getLogger(__name__)
 
@@ -58,26 +63,23 @@ class NtpServerService(Service):
 
     class Config:
         namespace = "system.ntpserver"
+        migrations = MIGRATIONS
+
+    def __init__(self, middleware: Middleware) -> None:
+        super().__init__(middleware)
+        self.repo = NtpServerRepository(middleware.db)
 
     @staticmethod
     def entry(row: NtpServerRow) -> dict[str, Any]:
-        """NtpServerEntry of ``row``."""
-        return {
-            "id": row.id,
-            "address": row.address,
-            "port": row.port,
-            "iburst": row.iburst,
-            "prefer": row.prefer,
-            "minpoll": row.minpoll,
-            "maxpoll": row.maxpoll,
-        }
+        """NtpServerEntry of ``row``, validated from its attributes."""
+        return NtpServerEntry.model_validate(row, from_attributes=True).model_dump()
 
     async def _validate(
         self, errors: ValidationErrors, root: str, values: dict[str, Any], own_id: int | None
     ) -> None:
         if values["minpoll"] > values["maxpoll"]:
             errors.add(f"{root}.maxpoll", "must be greater than or equal to minpoll")
-        for row in await self.middleware.repos.ntp_servers.list():
+        for row in await self.repo.list():
             if (
                 row.id != own_id
                 and row.address.rstrip(".").lower() == values["address"].rstrip(".").lower()
@@ -87,9 +89,7 @@ class NtpServerService(Service):
                 break
 
     def _changed(self) -> None:
-        sync: Any = self.middleware.services.get("system.time_sync")
-        if sync is not None:
-            sync.servers_changed()
+        self.middleware.service(TimeSyncService).servers_changed()
 
     @api_method(
         SystemNtpserverQueryArgs, SystemNtpserverQueryResult, roles=["SYSTEM_SECURITY_READ"]
@@ -97,7 +97,7 @@ class NtpServerService(Service):
     async def query(self, ctx: CallContext, filters: list[list[Any]], options: QueryOptions) -> Any:
         """Configured servers: ``[{id, address, port, iburst, prefer, minpoll, maxpoll}]``,
         filtered TrueNAS-style (or one entry with ``get``, or a number with ``count``)."""
-        rows = await self.middleware.repos.ntp_servers.list()
+        rows = await self.repo.list()
         return filter_list([self.entry(r) for r in rows], filters, options)
 
     @api_method(
@@ -118,7 +118,7 @@ class NtpServerService(Service):
         errors = ValidationErrors()
         await self._validate(errors, "ntp_server_create", values, None)
         errors.check()
-        repo = self.middleware.repos.ntp_servers
+        repo = self.repo
         row = await repo.get(await repo.create(values))
         assert row is not None
         self._changed()
@@ -140,11 +140,11 @@ class NtpServerService(Service):
             ValidationErrors: as for create, on ``ntp_server_update.*``, checked against
                 the merged entry.
         """
-        repo = self.middleware.repos.ntp_servers
+        repo = self.repo
         old = await repo.get(id)
         if old is None:
             raise CallError(f"NTP server id {id} does not exist", ENOENT)
-        given = {k: getattr(ntp_server_update, k) for k in ntp_server_update.model_fields_set}
+        given = ntp_server_update.model_dump(exclude_unset=True)
         merged = {**self.entry(old), **given}
         errors = ValidationErrors()
         await self._validate(errors, "ntp_server_update", merged, id)
@@ -163,7 +163,7 @@ class NtpServerService(Service):
     )
     async def delete(self, ctx: CallContext, id: int) -> bool:
         """Remove server ``id``; returns true. Raises CallError ENOENT when there is none."""
-        repo = self.middleware.repos.ntp_servers
+        repo = self.repo
         if await repo.get(id) is None:
             raise CallError(f"NTP server id {id} does not exist", ENOENT)
         await repo.delete(id)
@@ -174,15 +174,23 @@ class NtpServerService(Service):
 class TimeSyncService(Service):
     """The clock check: periodic, on demand, before 2FA is enabled; alerts and hints.
 
-    The hooks ``gate_enable`` and ``skew_hint`` are called by ``auth.twofactor`` and
-    ``auth`` through ``middleware.services.get("system.time_sync")``.
+    It subscribes to the hooks ``auth.twofactor.pre_update`` (the clock gate, first among
+    the validations of a 2FA update, API.md §4) and ``auth.clock_hint`` (the hint after a
+    wrong code).
     """
 
     class Config:
         namespace = "system.time_sync"
+        settings = TimeSyncSettings
+        hooks = (
+            Hook("auth.twofactor.pre_update", "_pre_twofactor_update", order=-10),
+            Hook("auth.clock_hint", "skew_hint"),
+        )
 
-    def __init__(self, middleware: Any) -> None:
+    def __init__(self, middleware: Middleware) -> None:
         super().__init__(middleware)
+        self.settings = middleware.settings_of(TimeSyncSettings)
+        self.repo = NtpServerRepository(middleware.db)
         self._last: CheckResult | None = None
         self._inflight: asyncio.Task[CheckResult] | None = None
         self._inflight_generation = -1
@@ -194,13 +202,13 @@ class TimeSyncService(Service):
 
     async def setup(self) -> None:
         self.middleware.events.add_listener(self._on_event)
-        # The clock gate runs first among the validations of a 2FA update (API.md §4).
-        self.middleware.hooks.register(
-            "auth.twofactor.pre_update", self._pre_twofactor_update, order=-10
-        )
 
     async def _pre_twofactor_update(
-        self, ctx: Any, errors: ValidationErrors, old: Any, new: Any
+        self,
+        ctx: CallContext,
+        errors: ValidationErrors,
+        old: TwoFactorConfigRow,
+        new: TwoFactorConfigRow,
     ) -> None:
         """Hook: enabling global 2FA (false -> true) first checks the clock."""
         if new.enabled and not old.enabled:
@@ -253,7 +261,7 @@ class TimeSyncService(Service):
                 attribute,
                 f"the system clock is off by {describe_offset(result.offset)} according "
                 f"to {_servers_text(result)}, more than the "
-                f"{self.middleware.settings.time_sync_max_offset:g} s allowed: one-time "
+                f"{self.settings.time_sync_max_offset:g} s allowed: one-time "
                 "codes would not match. Fix the clock, then enable two-factor "
                 "authentication",
             )
@@ -296,7 +304,7 @@ class TimeSyncService(Service):
         return task
 
     async def _periodic(self) -> None:
-        interval = self.middleware.settings.time_sync_interval
+        interval = self.settings.time_sync_interval
         while True:
             try:
                 await self.run_check()
@@ -305,9 +313,9 @@ class TimeSyncService(Service):
             await asyncio.sleep(interval)
 
     async def _do_check(self, seq: int, generation: int) -> CheckResult:
-        rows = await self.middleware.repos.ntp_servers.list()
+        rows = await self.repo.list()
         samples = list(await asyncio.gather(*(self._query(r.address, r.port) for r in rows)))
-        state, offset = summarize(samples, self.middleware.settings.time_sync_max_offset)
+        state, offset = summarize(samples, self.settings.time_sync_max_offset)
         result = CheckResult(state, offset, self.middleware.clock.time(), samples, generation, seq)
         enabled = await self._twofactor_enabled()
         # No await from here on: a later-started check that finished first keeps its say.
@@ -318,7 +326,7 @@ class TimeSyncService(Service):
         return result
 
     async def _query(self, address: str, port: int) -> ServerSample:
-        timeout = self.middleware.settings.ntp_timeout
+        timeout = self.settings.ntp_timeout
         if self._stopped:
             return ServerSample(address, port, error="network: the daemon is stopping")
         if self._executor is None:
@@ -346,7 +354,7 @@ class TimeSyncService(Service):
         return {
             "state": result.state,
             "offset": result.offset,
-            "max_offset": self.middleware.settings.time_sync_max_offset,
+            "max_offset": self.settings.time_sync_max_offset,
             "checked_at": result.checked_at,
             "servers": [s.entry() for s in result.servers],
         }
@@ -354,8 +362,7 @@ class TimeSyncService(Service):
     # -- alerts ----------------------------------------------------------------------
 
     async def _twofactor_enabled(self) -> bool:
-        twofactor: Any = self.middleware.services.get("auth.twofactor")
-        return bool(twofactor is not None and (await twofactor.get_config()).enabled)
+        return (await self.middleware.service(TwoFactorService).get_config()).enabled
 
     def _on_event(self, name: str, msg: str, entry_id: Any, fields: dict[str, Any]) -> None:
         # Alert levels depend on whether 2FA is enabled: follow its changes at once.
@@ -366,10 +373,8 @@ class TimeSyncService(Service):
         """TimeSkew while SKEWED (CRITICAL with 2FA enabled, else WARNING);
         TimeSyncUnverified while 2FA is enabled and no server is usable or none is
         configured. Each is cleared when its condition ends."""
-        alerts: Any = self.middleware.services.get("alert")
-        if alerts is None:
-            return
-        max_offset = self.middleware.settings.time_sync_max_offset
+        alerts = self.middleware.service(AlertService)
+        max_offset = self.settings.time_sync_max_offset
         if result.state == SKEWED and result.offset is not None:
             alerts.raise_alert(
                 ALERT_SKEW,

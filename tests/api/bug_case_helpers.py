@@ -94,7 +94,7 @@ async def stored_totp(daemon: InProcessDaemon, username: str) -> StoredTotp:
     """Read ``username``'s TOTP row straight from the datastore."""
     row = await daemon.mw.repos.users.get_by_name(username)
     assert row is not None, username
-    secret = None if row.totp_secret is None else daemon.mw.decrypt_secret(row.totp_secret)
+    secret = None if row.totp_secret is None else daemon.mw.decrypt(row.totp_secret, b"totp-secret")
     return StoredTotp(secret, row.totp_interval, row.totp_digits)
 
 

@@ -106,7 +106,7 @@ async def zbar_decode(png: bytes, folder: Path) -> bytes:
 
 def user_plugin(daemon: InProcessDaemon) -> ModuleType:
     """The ``user`` plugin module exactly as the running daemon loaded it."""
-    return sys.modules[type(daemon.mw.service("user")).__module__]
+    return sys.modules[type(daemon.mw.services["user"]).__module__]
 
 
 @pytest.mark.parametrize(("digits", "scale"), [(6, 4), (8, 3)])

@@ -121,7 +121,7 @@ async def test_notification_runs_without_reply(daemon: InProcessDaemon) -> None:
         assert c.unmatched.empty()
 
         async def updated() -> bool:
-            return (await c.call("auth.twofactor.config"))["window"] == 3
+            return bool((await c.call("auth.twofactor.config"))["window"] == 3)
 
         for _ in range(100):
             if await updated():
@@ -320,14 +320,20 @@ async def test_allowed_origin(daemon: InProcessDaemon) -> None:
 
 
 async def test_get_methods_depends_on_session(daemon: InProcessDaemon) -> None:
-    """core.get_methods lists only what the session may call, with JSON Schemas."""
+    """core.get_methods lists only what the session may call, with JSON Schemas: root and
+    FULL_ADMIN every public method of the registry, an unauthenticated session exactly
+    those that need no login."""
+    public = {name for name, method in daemon.mw.methods.items() if not method.spec.private}
+    async with daemon.root() as root:
+        everything = await root.call("core.get_methods")
+    assert set(everything) == public
+    before_login = {n for n, info in everything.items() if not info["authentication_required"]}
+    assert {"core.ping", "auth.login_ex"} <= before_login
     async with daemon.client() as c:
-        names = set(await c.call("core.get_methods"))
-        assert "core.ping" in names and "auth.login_ex" in names
-        assert "user.query" not in names
+        assert set(await c.call("core.get_methods")) == before_login
     async with daemon.admin() as c:
         methods = await c.call("core.get_methods")
-        assert {"user.renew_2fa_secret", "auth.twofactor.update", "audit.query"} <= set(methods)
+        assert methods == everything
         update = methods["auth.twofactor.update"]
         assert update["roles"] == ["SYSTEM_SECURITY_WRITE"]
         assert update["authentication_required"] is True

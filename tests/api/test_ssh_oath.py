@@ -50,7 +50,7 @@ async def invalid_params(client: Client, method: str, *params: object) -> list[l
 async def test_files_are_inert_while_ssh_2fa_is_off(daemon: InProcessDaemon) -> None:
     """Until global 2FA and services.ssh are both on, the snippet has no pam_oath line and
     the users file (mode 0600) lists nobody, whatever secrets exist."""
-    settings = daemon.mw.settings
+    settings = daemon.ssh
     async with daemon.admin() as admin:
         await admin.call("user.renew_2fa_secret", "admin", {})
         assert pam_oath_lines(settings.pam_snippet_path) == []
@@ -69,7 +69,7 @@ async def test_users_file_and_snippet_formats(daemon: InProcessDaemon) -> None:
     """Each user with a secret is one line HOTP/T{interval}/{digits}, name, '-', hex secret
     (a legacy 26-character secret included); the snippet names the absolute users file
     path and the window; the users file is mode 0600."""
-    settings = daemon.mw.settings
+    settings = daemon.ssh
     async with daemon.admin() as admin:
         async with (
             user_asset(admin, "user1"),
@@ -101,7 +101,7 @@ async def test_users_file_and_snippet_formats(daemon: InProcessDaemon) -> None:
 async def test_c19_unset_removes_the_user_from_the_users_file(daemon: InProcessDaemon) -> None:
     """C19: after user.unset_2fa_secret the OATH users file no longer lists the user, login
     needs no OTP and provisioning_uri is EINVAL, also after a daemon restart."""
-    path = daemon.mw.settings.oath_users_path
+    path = daemon.ssh.oath_users_path
     async with daemon.admin() as admin:
         await enable_ssh_2fa(admin)
         await admin.call("user.create", {"username": "user1", "password": "pw-user1"})
@@ -166,7 +166,7 @@ async def test_c22_ssh_password_needs_a_secret_while_ssh_2fa_is_on(
             assert entry["services"] == {"ssh": True}
             got = await admin.call("user.update", user2["id"], {"ssh_password_enabled": True})
             assert got["ssh_password_enabled"] is True
-            assert users_lines(daemon.mw.settings.oath_users_path) == []
+            assert users_lines(daemon.ssh.oath_users_path) == []
             await admin.call("user.update", user2["id"], {"ssh_password_enabled": False})
     await daemon.restart()
     async with daemon.admin() as admin:
@@ -199,7 +199,7 @@ async def test_turning_ssh_2fa_on_is_refused_while_users_without_secret_have_pas
             assert [e[0] for e in extra] == ["auth_twofactor_update.services.ssh"]
             assert "nosecret" in str(extra[0][1]) and "withsecret" not in str(extra[0][1])
             assert await admin.call("auth.twofactor.config") == before
-            assert users_lines(daemon.mw.settings.oath_users_path) == []
+            assert users_lines(daemon.ssh.oath_users_path) == []
 
             await admin.call("auth.twofactor.update", {"enabled": False, "services": {"ssh": True}})
             extra = await invalid_params(admin, "auth.twofactor.update", {"enabled": True})
@@ -227,7 +227,7 @@ async def test_unset_turns_ssh_password_off_while_ssh_2fa_is_on(daemon: InProces
 async def test_rename_and_delete_rewrite_the_users_file(daemon: InProcessDaemon) -> None:
     """Renaming a user with a secret moves their line (with pam_oath's replay state, which
     belongs to the secret); deleting them removes it."""
-    path = daemon.mw.settings.oath_users_path
+    path = daemon.ssh.oath_users_path
     async with daemon.admin() as admin:
         await enable_ssh_2fa(admin)
         async with user_asset(admin, "user1") as user1:
@@ -245,7 +245,7 @@ async def test_pam_oath_state_is_kept_only_for_unchanged_secrets(daemon: InProce
     """A rewrite keeps the COUNTER/LASTOTP/TIME fields pam_oath appended (its replay
     protection) for unchanged secrets and drops them for a renewed secret; malformed state
     is dropped rather than copied (liboath would refuse the line)."""
-    path = daemon.mw.settings.oath_users_path
+    path = daemon.ssh.oath_users_path
     async with daemon.admin() as admin:
         await enable_ssh_2fa(admin)
         async with (
@@ -281,7 +281,7 @@ async def test_a_stale_pam_oath_write_back_is_repaired(daemon: InProcessDaemon) 
     """liboath copies the users file it read before taking its lock; if such a stale copy
     lands after a rewrite (here: a removed user comes back), the daemon's re-check writes
     the file again within a few seconds."""
-    path = daemon.mw.settings.oath_users_path
+    path = daemon.ssh.oath_users_path
     async with daemon.admin() as admin:
         await enable_ssh_2fa(admin)
         async with user_asset(admin, "user1"):
@@ -296,7 +296,7 @@ async def test_a_stale_pam_oath_write_back_is_repaired(daemon: InProcessDaemon) 
 async def test_startup_rewrites_the_files(daemon: InProcessDaemon) -> None:
     """At start-up the daemon writes both files from the database (a file emptied or
     edited meanwhile is restored)."""
-    settings = daemon.mw.settings
+    settings = daemon.ssh
     async with daemon.admin() as admin:
         await enable_ssh_2fa(admin, window=1)
         entry = await admin.call("user.renew_2fa_secret", "admin", {})

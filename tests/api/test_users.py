@@ -160,6 +160,39 @@ async def test_events_follow_permissions(daemon: InProcessDaemon) -> None:
         assert [e["params"]["fields"]["full_name"] for e in seen] == ["Gil G", "Hal H"]
 
 
+@pytest.mark.settings(auth_throttle_after=1, auth_lock_after=1, auth_failure_delay=0)
+async def test_every_change_emits_one_event(daemon: InProcessDaemon) -> None:
+    """Each change of a user sends exactly one user.query event with the entry after it:
+    added, changed (update, new and removed secret, a lock by failed logins), removed."""
+    async with daemon.admin() as admin:
+        await admin.call("core.subscribe", "user.query")
+        ivy = await admin.call("user.create", {"username": "ivy", "password": "pw-ivy"})
+        await admin.call("user.update", ivy["id"], {"full_name": "Ivy I"})
+        await admin.call("user.renew_2fa_secret", "ivy")
+        await admin.call("user.unset_2fa_secret", "ivy")
+        async with daemon.client() as c:
+            assert (await c.login("ivy", "wrong"))["response_type"] == "AUTH_ERR"
+        await admin.call("user.update", ivy["id"], {"locked": False})
+        await admin.call("user.delete", ivy["id"])
+        events = [(await asyncio.wait_for(admin.events.get(), 10))["params"] for _ in range(7)]
+        await asyncio.sleep(0.2)
+        assert admin.events.empty()
+    assert [(e["msg"], e["id"]) for e in events] == [
+        ("added", ivy["id"]),
+        *[("changed", ivy["id"])] * 5,
+        ("removed", ivy["id"]),
+    ]
+    assert events[0]["fields"] == ivy
+    assert [e["fields"]["full_name"] for e in events] == ["", *["Ivy I"] * 6]
+    assert [e["fields"]["twofactor_auth_configured"] for e in events[1:5]] == [
+        False,
+        True,
+        False,
+        False,
+    ]
+    assert [e["fields"]["locked"] for e in events[3:]] == [False, True, False, False]
+
+
 async def test_unknown_event(daemon: InProcessDaemon) -> None:
     """Subscribing to an unknown event is -32602 on event; unsubscribe of a stranger id is false."""
     async with daemon.admin() as admin:

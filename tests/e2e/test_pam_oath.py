@@ -110,7 +110,7 @@ def pam(daemon: InProcessDaemon) -> Iterator[Pam]:
         ["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-c", "middlewared-2fa test", user],
         check=True,
     )
-    settings = daemon.mw.settings
+    settings = daemon.ssh
     service = Path(f"/etc/pam.d/m2fa-test-{tag}")
     direct = Path(f"/etc/pam.d/m2fa-test-{tag}-direct")
     try:
@@ -139,7 +139,7 @@ async def test_code_authenticates_once_and_a_wrong_code_fails(
 ) -> None:
     """A code from oathtool for the current step passes pam_oath; the same code again is
     refused (replay), and so is a wrong code; pam_oath's write-back keeps mode 0600."""
-    path = daemon.mw.settings.oath_users_path
+    path = daemon.ssh.oath_users_path
     async with daemon.admin() as admin:
         await enable_ssh_2fa(admin, window=1)
         await admin.call("user.create", {"username": pam.user, "password": "pw"})
@@ -159,7 +159,7 @@ async def test_a_daemon_rewrite_keeps_pam_oath_replay_protection(
 ) -> None:
     """After pam_oath accepted a code, a rewrite by the daemon (another user's renewal)
     keeps pam_oath's state, so the code is still refused; a newer code still passes."""
-    path = daemon.mw.settings.oath_users_path
+    path = daemon.ssh.oath_users_path
     async with daemon.admin() as admin:
         await enable_ssh_2fa(admin, window=1)
         await admin.call("user.create", {"username": pam.user, "password": "pw"})
@@ -179,7 +179,7 @@ async def test_a_daemon_rewrite_keeps_pam_oath_replay_protection(
 async def test_unset_refuses_the_user(daemon: InProcessDaemon, pam: Pam) -> None:
     """After user.unset_2fa_secret the user is no longer in the users file and pam_oath
     refuses them, with the snippet and with the users file directly."""
-    path = daemon.mw.settings.oath_users_path
+    path = daemon.ssh.oath_users_path
     async with daemon.admin() as admin:
         await enable_ssh_2fa(admin, window=1)
         await admin.call("user.create", {"username": pam.user, "password": "pw"})
@@ -200,7 +200,7 @@ async def test_turning_ssh_2fa_off_refuses_the_user(
     """Turning services.ssh or global 2FA off empties the users file and takes the pam_oath
     line out of the snippet: pam_oath on the users file refuses the user. Turning it on
     again lists them again and their next code passes."""
-    settings = daemon.mw.settings
+    settings = daemon.ssh
     off = {"services": {"ssh": False}} if switch == "services.ssh" else {"enabled": False}
     async with daemon.admin() as admin:
         await enable_ssh_2fa(admin, window=1)
@@ -223,7 +223,7 @@ async def test_interval_60_and_8_digits(daemon: InProcessDaemon, pam: Pam) -> No
         await enable_ssh_2fa(admin, window=1)
         await admin.call("user.create", {"username": pam.user, "password": "pw"})
         secret = await renew(admin, pam.user, interval=60, otp_digits=8)
-        line = line_of(daemon.mw.settings.oath_users_path, pam.user)
+        line = line_of(daemon.ssh.oath_users_path, pam.user)
         assert line is not None and line[0] == "HOTP/T60/8"
         code = await oathtool(secret, current_step(60), interval=60, digits=8)
         assert len(code) == 8
@@ -235,7 +235,7 @@ async def test_window_changes_are_honoured(daemon: InProcessDaemon, pam: Pam) ->
     """pam_oath's window follows auth.twofactor.update: a code from 1 step ago fails with
     window 0, one from 2 steps ago fails with window 1 and passes with window 3, and a
     code 3 steps ahead passes with window 3 (window counts steps on each side)."""
-    snippet = daemon.mw.settings.pam_snippet_path
+    snippet = daemon.ssh.pam_snippet_path
 
     async def set_window(admin: Client, window: int) -> None:
         await admin.call("auth.twofactor.update", {"window": window})

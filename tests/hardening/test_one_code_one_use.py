@@ -102,8 +102,7 @@ def pam(daemon: InProcessDaemon, clock: FrozenClock) -> Iterator[Pam]:
     service = Path(f"/etc/pam.d/m2fa-test-{tag}")
     try:
         service.write_text(
-            f"@include {daemon.mw.settings.pam_snippet_path.absolute()}\n"
-            "account required pam_permit.so\n"
+            f"@include {daemon.ssh.pam_snippet_path.absolute()}\naccount required pam_permit.so\n"
         )
         yield Pam(user, service.name, clock)
     finally:
@@ -132,7 +131,7 @@ async def set_up_user(daemon: InProcessDaemon, admin: Client, username: str) -> 
     await enable_ssh_2fa(admin, window=1)
     await admin.call("user.create", {"username": username, "password": PASSWORD})
     renewed = await admin.call("user.renew_2fa_secret", username, {})
-    assert line_of(daemon.mw.settings.oath_users_path, username) is not None
+    assert line_of(daemon.ssh.oath_users_path, username) is not None
     return secret_of(renewed)
 
 
@@ -153,7 +152,7 @@ async def test_a_code_the_daemon_accepted_is_refused_by_pam_oath(
     """A code accepted by auth.login_ex_continue is written to the users file as
     liboath's record, so pam_oath refuses it and an older code of the window, while a
     newer code still passes pam_oath."""
-    path = daemon.mw.settings.oath_users_path
+    path = daemon.ssh.oath_users_path
     async with daemon.admin() as admin:
         secret = await set_up_user(daemon, admin, pam.user)
         code = await oathtool(secret, S)
@@ -222,7 +221,7 @@ async def test_a_pam_oath_login_between_read_and_record_refuses_the_code(
     """When pam_oath accepts the code after the daemon read the users file (simulated:
     the read sees no record), the record step finds pam_oath's record under liboath's
     lock and the daemon refuses the code all the same."""
-    service = daemon.mw.services["ssh.oath"]
+    service = daemon.ssh
 
     async def stale_read(*_args: object) -> None:
         return None
@@ -233,7 +232,7 @@ async def test_a_pam_oath_login_between_read_and_record_refuses_the_code(
         assert await pam.authenticate(code)
         monkeypatch.setattr(service, "last_step", stale_read)
         assert await login(daemon, pam.user, code) == "OTP_REQUIRED"
-        line = line_of(daemon.mw.settings.oath_users_path, pam.user)
+        line = line_of(daemon.ssh.oath_users_path, pam.user)
         assert line is not None and line[5] == code  # pam_oath's record is left as it was
 
 
@@ -245,8 +244,8 @@ async def test_an_unrecordable_code_still_logs_in_and_raises_an_alert(
     still logs in (the database is the source of truth), the file keeps no record, the
     WARNING alert SshOathRecordFailed names the user and the log never has the code;
     the next good record clears the alert."""
-    path = daemon.mw.settings.oath_users_path.absolute()
-    service = daemon.mw.services["ssh.oath"]
+    path = daemon.ssh.oath_users_path.absolute()
+    service = daemon.ssh
     service.RECORD_LOCK_TIMEOUT = 0.2
     # The re-check after a rewrite would wait for the held lock too: keep it out of the way.
     service.RECHECK_DELAY = 3600.0

@@ -233,8 +233,9 @@ async def test_fresh_names_cannot_push_a_cooling_name_out(
     """Attack F1 of the review: flooding fresh names (more than the table of names that
     are not accounts holds) does not make a cooling unknown name answer differently from
     a cooling account; attempts refused unchecked take no place in the table."""
-    auth_module = sys.modules[type(daemon.mw.service("auth")).__module__]
-    monkeypatch.setattr(auth_module, "UNKNOWN_NAMES", 8)  # the table's size, made small
+    throttle: Any = daemon.mw.services["auth"].throttle  # type: ignore[attr-defined]
+    # The size of the table of names that are not accounts, made small.
+    monkeypatch.setattr(sys.modules[type(throttle).__module__], "UNKNOWN_NAMES", 8)
     async with daemon.admin() as admin, user_asset(admin, "fred", "right-pw"):
         for _ in range(3):
             assert await attempt(daemon, "fred", "wrong") == "AUTH_ERR"
@@ -243,5 +244,4 @@ async def test_fresh_names_cannot_push_a_cooling_name_out(
             assert await attempt(daemon, f"fresh-{i}", "wrong", ADDRESSES[i % 10]) == "AUTH_ERR"
         assert await attempt(daemon, "fred", "right-pw") == "EBUSY"
         assert await attempt(daemon, "ghost-fred", "wrong") == "EBUSY"
-        throttle = daemon.mw.service("auth").throttle
         assert len(throttle._names) <= 8

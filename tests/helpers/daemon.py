@@ -73,6 +73,11 @@ class InProcessDaemon:
         assert self.middleware is not None
         return self.middleware
 
+    @property
+    def ssh(self) -> Any:
+        """The ``ssh.oath`` service (``oath_users_path``, ``pam_snippet_path``)."""
+        return self.mw.services["ssh.oath"]
+
     async def start(self) -> None:
         self.middleware = Middleware(self.settings, clock=self.clock)
         await self.middleware.setup()
@@ -120,7 +125,7 @@ class InProcessDaemon:
         user = await self.mw.repos.users.get_by_name(username)
         assert user is not None, username
         await self.mw.repos.users.set_totp(
-            user.id, self.mw.encrypt_secret(secret), interval, digits
+            user.id, self.mw.encrypt(secret, b"totp-secret"), interval, digits
         )
 
 

@@ -6,9 +6,27 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field
 
-from middlewared_2fa.config import Settings, load_settings
+from middlewared_2fa.config import Settings, load_settings, plugin_settings
 from middlewared_2fa.errors import StartupError
+from tests.helpers.plugins import load_plugin
+
+AuthSettings = load_plugin("auth.throttle").AuthSettings
+TimeSyncSettings = load_plugin("time_sync.repository").TimeSyncSettings
+SshOathSettings = load_plugin("ssh_oath").SshOathSettings
+
+
+def _shipped(s: Settings) -> dict[type[BaseModel], BaseModel]:
+    """The settings of the shipped plugins that declare some."""
+    return plugin_settings(
+        s,
+        [
+            ("auth", AuthSettings),
+            ("system.time_sync", TimeSyncSettings),
+            ("ssh.oath", SshOathSettings),
+        ],
+    )
 
 
 def test_defaults() -> None:
@@ -20,11 +38,19 @@ def test_defaults() -> None:
         Path("state"),
         Path("run"),
     )
-    assert (s.rate_limit_calls, s.rate_limit_period, s.auth_failure_delay) == (20, 60, 1.0)
-    assert (s.auth_throttle_after, s.auth_throttle_max, s.auth_lock_after) == (5, 900, 100)
+    assert (s.rate_limit_calls, s.rate_limit_period) == (20, 60)
     assert s.password_verifications == (os.cpu_count() or 1)
-    assert (s.time_sync_max_offset, s.time_sync_interval, s.ntp_timeout) == (30, 900, 5)
     assert s.socket_path == Path("run/middlewared.sock")
+    found = _shipped(s)
+    auth = found[AuthSettings]
+    assert (auth.auth_failure_delay, auth.auth_throttle_after) == (1.0, 5)  # type: ignore[attr-defined]
+    assert (auth.auth_throttle_max, auth.auth_lock_after) == (900, 100)  # type: ignore[attr-defined]
+    sync = found[TimeSyncSettings]
+    assert (sync.time_sync_max_offset, sync.time_sync_interval, sync.ntp_timeout) == (  # type: ignore[attr-defined]
+        30,
+        900,
+        5,
+    )
 
 
 def test_precedence(tmp_path: Path) -> None:
@@ -47,7 +73,6 @@ def test_precedence(tmp_path: Path) -> None:
     ("toml", "env", "match"),
     [
         ("port = 70000\n", {}, "port"),
-        ("nonsense = 1\n", {}, "nonsense"),
         ("port = \n", {}, "m.toml"),
         ("", {"MIDDLEWARED_2FA_LOG_LEVEL": "LOUD"}, "log_level"),
         ("", {"MIDDLEWARED_2FA_RATE_LIMIT_CALLS": "many"}, "rate_limit_calls"),
@@ -69,3 +94,52 @@ def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(ValueError):
         s.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "match"),
+    [
+        ("nonsense = 1\n", {}, "nonsense: no plugin declares this setting"),
+        ("auth_throttle_after = 0\n", {}, "auth_throttle_after"),
+        ("", {"MIDDLEWARED_2FA_NTP_TIMEOUT": "soon"}, "ntp_timeout"),
+        ("auth_throttle_after = 10\nauth_lock_after = 5\n", {}, "auth_lock_after"),
+    ],
+)
+def test_invalid_plugin_settings_name_the_key(
+    tmp_path: Path, toml: str, env: dict[str, str], match: str
+) -> None:
+    """A plugin's setting is checked by the plugin's model once the plugins are loaded;
+    a key in the file that no plugin declares is refused, naming it."""
+    path = tmp_path / "m.toml"
+    path.write_text(toml)
+    s = load_settings(path, {}, environ=env)
+    with pytest.raises(StartupError, match=match):
+        _shipped(s)
+
+
+def test_plugin_settings_keep_the_flat_keys_and_precedence(tmp_path: Path) -> None:
+    """Plugin keys are flat in the file and ``MIDDLEWARED_2FA_<KEY>`` in the environment,
+    with the same precedence as the framework's (API.md §1)."""
+    path = tmp_path / "m.toml"
+    path.write_text('auth_throttle_after = 7\ntime_sync_interval = 60\noath_users_file = "/x"\n')
+    env = {"MIDDLEWARED_2FA_TIME_SYNC_INTERVAL": "120", "MIDDLEWARED_2FA_NOT_A_SETTING": "1"}
+    found = _shipped(load_settings(path, {"auth_throttle_after": 9}, environ=env))
+    assert found[AuthSettings].auth_throttle_after == 9  # type: ignore[attr-defined]
+    assert found[TimeSyncSettings].time_sync_interval == 120  # type: ignore[attr-defined]
+    assert found[SshOathSettings].oath_users_file == Path("/x")  # type: ignore[attr-defined]
+
+
+def test_a_key_declared_twice_is_refused() -> None:
+    """Two plugins (or a plugin and the framework) cannot declare the same key."""
+
+    class Clash(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        auth_throttle_after: int = Field(1)
+
+    class Port(BaseModel):
+        port: int = Field(1)
+
+    with pytest.raises(StartupError, match="auth_throttle_after.*declared by auth"):
+        plugin_settings(Settings(), [("auth", AuthSettings), ("other", Clash)])
+    with pytest.raises(StartupError, match="port.*the framework"):
+        plugin_settings(Settings(), [("other", Port)])

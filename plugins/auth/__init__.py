@@ -17,16 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from middlewared_2fa.api import CallContext, Service, api_method
+from middlewared_2fa.api import CallContext, Hook, Mechanism, Role, Service, api_method
 from middlewared_2fa.crypto import verify_password
-from middlewared_2fa.datastore.repositories import ThrottleRow, UserRow
-from middlewared_2fa.errors import EBUSY, EINVAL, EPERM, CallError
+from middlewared_2fa.datastore.repositories import UserRow
+from middlewared_2fa.errors import EINVAL, EPERM, CallError
 from middlewared_2fa.filters import filter_list
 from middlewared_2fa.log import redact
+from middlewared_2fa.middleware import Middleware
 from middlewared_2fa.roles import has_any, holds_all
 from middlewared_2fa.schema.auth import (
     AuthGenerateTokenArgs,
@@ -52,12 +52,16 @@ from middlewared_2fa.session import (
     Credentials,
     Identity,
     Level,
-    PendingOtp,
+    PendingStep,
     Proof,
     Session,
     StaleCredential,
     describe,
 )
+
+from ..alert import AlertService
+from ..auth_twofactor import TwoFactorService
+from .throttle import MIGRATIONS, AccountThrottle, Attempt, AuthSettings
 
 logger = logging.getLogger(__name__)
 
@@ -67,15 +71,6 @@ LOCKED_ALERT = "AccountLocked"
 PENDING_OTP_TTL = 300.0
 #: Lifetime of a reconnect token (API.md §3), seconds.
 RECONNECT_TOKEN_TTL = 600.0
-#: Names that are not accounts whose failures are remembered. When full, the oldest that
-#: is not cooling down is forgotten, so a flood of fresh names cannot push out a name
-#: in a cool-down (which would then answer differently from an account, API.md §3).
-UNKNOWN_NAMES = 16384
-#: Entries looked at for one that is not cooling down before the oldest goes anyway.
-_EVICTION_SCAN = 32
-#: First cool-down (s); it doubles with every further failure (API.md §3).
-BASE_COOLDOWN = 30.0
-
 _DESCRIPTIONS: dict[str, str] = {
     "LOGIN_PASSWORD": "password login",
     "LOGIN_TWOFACTOR": "password and OTP login",
@@ -84,159 +79,51 @@ _DESCRIPTIONS: dict[str, str] = {
 
 
 @dataclass(slots=True)
-class _Count:
-    failures: int = 0
-    cooldown_until: float = 0.0
-    #: What the database holds: a write is needed only when it differs.
-    stored: tuple[int, float] = (0, 0.0)
+class PendingOtp(PendingStep):
+    """A password step that succeeded and waits for the OTP step (API.md §3).
 
-
-@dataclass(slots=True)
-class Attempt:
-    """One authentication attempt, counted as a failure from the moment it starts
-    (so that concurrent attempts cannot all pass the cool-down check before any is
-    counted) until :meth:`AccountThrottle.refund` or :meth:`AccountThrottle.reset`."""
-
-    key: int | str
-    count: _Count
-    failures: int
-    previous_until: float
-    set_until: float | None
-    settled: bool = False
-
-    @property
-    def started_cooldown(self) -> bool:
-        return self.set_until is not None
-
-
-class AccountThrottle:
-    """Consecutive failed authentications per account (NIST SP 800-63B §5.2.2, API.md §3).
-
-    Accounts (keyed by user id) are counted in memory and stored in the ``auth_throttle``
-    table after each change, so the count is shared by every connection and address
-    and survives a restart; names that are not accounts are counted the same way in a
-    bounded in-memory table, so the answers do not tell which names exist.
-
-    From the ``after``-th consecutive failure on, the account cools down for
-    ``min(30 s * 2^(n - after), longest)``; during a cool-down every attempt is refused
-    (EBUSY) without being checked or counted.
+    ``retries`` counts wrong codes still allowed to answer OTP_REQUIRED (3 at first);
+    it expires :data:`PENDING_OTP_TTL` after the password step.
     """
 
-    def __init__(self, service: AuthService) -> None:
-        self.service = service
-        self._accounts: dict[int, _Count] = {}
-        self._names: OrderedDict[str, _Count] = OrderedDict()
-
-    async def load(self) -> None:
-        """Read the stored counts (at start-up)."""
-        for row in await self.service.middleware.repos.throttle.list():
-            stored = (row.failures, row.cooldown_until)
-            self._accounts[row.user_id] = _Count(row.failures, row.cooldown_until, stored)
-
-    def failures(self, key: int | str) -> int:
-        """Consecutive failures counted for ``key`` (a user id or an unknown name)."""
-        count = self._accounts.get(key) if isinstance(key, int) else self._names.get(key)
-        return count.failures if count else 0
-
-    def _count(self, key: int | str) -> _Count:
-        if isinstance(key, int):
-            return self._accounts.setdefault(key, _Count())
-        count = self._names.pop(key, None) or _Count()
-        self._names[key] = count  # most recent last
-        if len(self._names) > UNKNOWN_NAMES:
-            self._evict_name()
-        return count
-
-    def _evict_name(self) -> None:
-        now = self.service.middleware.clock.time()
-        for _ in range(_EVICTION_SCAN):
-            name, count = next(iter(self._names.items()))
-            if count.cooldown_until <= now:
-                del self._names[name]
-                return
-            self._names.move_to_end(name)  # cooling down: keep it, look at the next
-        self._names.popitem(last=False)
-
-    def begin(self, key: int | str) -> Attempt:
-        """Start an attempt for ``key``: refused during a cool-down, else counted now.
-
-        Raises:
-            CallError: EBUSY "Rate Limit Exceeded" while ``key`` cools down.
-        """
-        settings = self.service.middleware.settings
-        now = self.service.middleware.clock.time()
-        count = self._count(key)
-        if count.cooldown_until > now:
-            raise CallError("Rate Limit Exceeded", EBUSY)
-        previous = count.cooldown_until
-        count.failures += 1
-        set_until: float | None = None
-        if count.failures >= settings.auth_throttle_after:
-            exponent = min(count.failures - settings.auth_throttle_after, 32)
-            set_until = now + min(BASE_COOLDOWN * 2**exponent, settings.auth_throttle_max)
-            count.cooldown_until = set_until
-        return Attempt(key, count, count.failures, previous, set_until)
-
-    def refund(self, attempt: Attempt) -> None:
-        """The attempt was not a failure after all (a right password that leads to the
-        OTP step, or one that could not be checked): take it back."""
-        if attempt.settled:
-            return
-        attempt.settled = True
-        count = attempt.count
-        count.failures = max(0, count.failures - 1)
-        if attempt.set_until is not None and count.cooldown_until == attempt.set_until:
-            count.cooldown_until = attempt.previous_until
-        key = attempt.key
-        if isinstance(key, str) and count.failures == 0 and count.cooldown_until == 0:
-            # An attempt refused unchecked (a full hashing queue) leaves no trace: it must
-            # not take a place in the table of names that are not accounts.
-            if self._names.get(key) is count:
-                del self._names[key]
-        self._persist_soon(key)
-
-    async def reset(self, key: int | str) -> None:
-        """A completed login (or an administrator's unlock): the count starts again."""
-        count = self._count(key)
-        count.failures, count.cooldown_until = 0, 0.0
-        await self.persist(key)
-        if isinstance(key, int) and count.stored == (0, 0.0):
-            self._accounts.pop(key, None)
-
-    async def persist(self, key: int | str) -> None:
-        """Store the count of an account (names that are not accounts stay in memory)."""
-        if not isinstance(key, int):
-            return
-        count = self._accounts.get(key)
-        if count is None:
-            return
-        values = (count.failures, count.cooldown_until)
-        if values == count.stored:  # nothing new (a login that had no failures before)
-            return
-        count.stored = values
-        try:
-            await self.service.middleware.repos.throttle.put(ThrottleRow(key, *values))
-        except Exception:
-            count.stored = (-1, -1.0)  # unknown: write again next time
-            logger.exception("cannot store the failure count of user id %s", key)
-
-    def _persist_soon(self, key: int | str) -> None:
-        count = self._accounts.get(key) if isinstance(key, int) else None
-        if count is not None and (count.failures, count.cooldown_until) != count.stored:
-            self.service.middleware.spawn(self.persist(key), "store failure count")
-
-    def forget(self, user_id: int) -> None:
-        """The account was deleted."""
-        self._accounts.pop(user_id, None)
+    retries: int = 3
 
 
 class AuthService(Service):
     class Config:
         namespace = "auth"
+        # API_KEY_* are listed in API.md §3 today; the API-key plugin takes them over.
+        role_prefix = ("AUTH_SESSIONS", "API_KEY")
+        roles = (
+            Role("AUTH_SESSIONS_READ", readonly=True),
+            Role("AUTH_SESSIONS_WRITE", includes=("AUTH_SESSIONS_READ",)),
+            Role("API_KEY_READ", readonly=True),
+            Role("API_KEY_WRITE", includes=("API_KEY_READ",)),
+        )
+        settings = AuthSettings
+        migrations = MIGRATIONS
+        hooks = (
+            Hook("user.post_change", "_user_changed"),
+            Hook("user.unlocked", "_user_unlocked"),
+        )
+        mechanisms = (
+            Mechanism("PASSWORD_PLAIN", PasswordPlain, "_password"),
+            Mechanism("OTP_TOKEN", OtpToken, "_otp"),
+            Mechanism("TOKEN_PLAIN", TokenPlain, "_token"),
+        )
 
-    def __init__(self, middleware: Any) -> None:
+    def __init__(self, middleware: Middleware) -> None:
         super().__init__(middleware)
-        self.throttle = AccountThrottle(self)
+        self.settings = middleware.settings_of(AuthSettings)
+        self.throttle = AccountThrottle(middleware, self.settings)
+
+    @property
+    def _twofactor(self) -> TwoFactorService:
+        return self.middleware.service(TwoFactorService)
+
+    @property
+    def _alerts(self) -> AlertService:
+        return self.middleware.service(AlertService)
 
     async def setup(self) -> None:
         self.middleware.events.declare(
@@ -257,10 +144,10 @@ class AuthService(Service):
     # -- API: logging in -------------------------------------------------------------
 
     @api_method(AuthLoginExArgs, AuthLoginExResult, auth="none", rate_limit="always")
-    async def login_ex(
-        self, ctx: CallContext, login_data: PasswordPlain | OtpToken | TokenPlain
-    ) -> dict[str, Any]:
-        """Log in. ``login_data.mechanism``: PASSWORD_PLAIN, OTP_TOKEN or TOKEN_PLAIN.
+    async def login_ex(self, ctx: CallContext, login_data: dict[str, Any]) -> dict[str, Any]:
+        """Log in. ``login_data.mechanism``: PASSWORD_PLAIN, OTP_TOKEN, TOKEN_PLAIN or one
+        a plugin registered (``Service.Config.mechanisms``); the mechanism's model
+        validates the rest of ``login_data`` (errors on ``login_data.<field>``).
 
         Returns:
             ``{response_type: "SUCCESS", user_info, authenticator, reconnect_token}``,
@@ -271,11 +158,8 @@ class AuthService(Service):
                 account cools down after repeated failures, when the password-hashing
                 queue is full, or over the per-address rate limit.
         """
-        if isinstance(login_data, PasswordPlain):
-            return await self._password(ctx, login_data)
-        if isinstance(login_data, OtpToken):
-            return await self._otp(ctx, login_data)
-        return await self._token(ctx, login_data)
+        mechanism, data = self.middleware.mechanisms.parse(login_data, "login_data")
+        return await mechanism.handler(ctx, data)
 
     @api_method(
         AuthLoginExContinueArgs, AuthLoginExContinueResult, auth="none", rate_limit="always"
@@ -297,12 +181,12 @@ class AuthService(Service):
         )
         if first["response_type"] == "OTP_REQUIRED":
             if otp_token is None:
-                ctx.session.pending_otp = None
+                ctx.session.pending = None
                 return False
             first = await self._otp(ctx, OtpToken(mechanism="OTP_TOKEN", otp_token=otp_token))
             if first["response_type"] == "OTP_REQUIRED":
-                ctx.session.pending_otp = None
-        return first["response_type"] == "SUCCESS"
+                ctx.session.pending = None
+        return bool(first["response_type"] == "SUCCESS")
 
     @api_method(AuthMeArgs, AuthMeResult, roles=[])
     async def me(self, ctx: CallContext) -> dict[str, Any]:
@@ -403,15 +287,15 @@ class AuthService(Service):
 
     async def _password(self, ctx: CallContext, data: PasswordPlain) -> dict[str, Any]:
         session = ctx.session
-        if session.pending_otp is not None:
+        if session.pending is not None:
             await self.middleware.audit(
                 "AUTHENTICATION",
                 session,
                 success=False,
-                username=session.pending_otp.username,
+                username=session.pending.username,
                 description="OTP step abandoned by a new password login",
             )
-            session.pending_otp = None
+            session.pending = None
         user = await self.middleware.repos.users.get_by_name(data.username)
         # Counted before the first await that follows: concurrent guesses cannot all
         # pass the cool-down check (API.md §3).
@@ -435,11 +319,11 @@ class AuthService(Service):
         # Only a verified password is worth masking: registering every attempt would let
         # anyone blank out chosen words in the log (the registry is bounded and FIFO).
         redact(data.password)
-        config = await self.middleware.service("auth.twofactor").get_config()
+        config = await self._twofactor.get_config()
         if config.enabled and user.totp_secret is not None:
             # A right password that leads to the OTP step neither counts nor resets.
             self.throttle.refund(attempt)
-            session.pending_otp = PendingOtp(
+            session.pending = PendingOtp(
                 user.id,
                 user.username,
                 user.generation,
@@ -465,9 +349,9 @@ class AuthService(Service):
 
     async def _otp(self, ctx: CallContext, data: OtpToken) -> dict[str, Any]:
         session = ctx.session
-        pending = session.pending_otp
+        pending = session.pending if isinstance(session.pending, PendingOtp) else None
         if pending is not None and pending.expires <= self.middleware.clock.time():
-            session.pending_otp = pending = None
+            session.pending = pending = None
         if pending is None:
             raise CallError("OTP_TOKEN: no authentication in progress", EINVAL)
         attempt = self.throttle.begin(pending.user_id)  # EBUSY in a cool-down; step kept
@@ -475,7 +359,7 @@ class AuthService(Service):
         pending.retries -= 1
         last_try = pending.retries < 0
         if last_try:
-            session.pending_otp = None
+            session.pending = None
         user = await self.middleware.repos.users.get(pending.user_id)
         if (
             user is None
@@ -485,12 +369,12 @@ class AuthService(Service):
         ):
             # The account changed since the password step: the step is void (API.md §3).
             self.throttle.refund(attempt)
-            if session.pending_otp is pending:
-                session.pending_otp = None
+            if session.pending is pending:
+                session.pending = None
             raise CallError("OTP_TOKEN: no authentication in progress", EINVAL)
-        check = await self.middleware.service("auth.twofactor").check_code(user, data.otp_token)
-        if check.ok and (session.pending_otp is pending or last_try):
-            session.pending_otp = None
+        check = await self._twofactor.check_code(user, data.otp_token)
+        if check.ok and (session.pending is pending or last_try):
+            session.pending = None
             return await self._establish(
                 ctx,
                 user,
@@ -508,9 +392,9 @@ class AuthService(Service):
         hint = await self._clock_hint()
         if hint:
             description += f"; {hint}"
-        if last_try or session.pending_otp is not pending:
-            if session.pending_otp is pending:
-                session.pending_otp = None
+        if last_try or session.pending is not pending:
+            if session.pending is pending:
+                session.pending = None
             await self._failed(
                 ctx, attempt, user, user.username, description + "; retries exhausted"
             )
@@ -524,7 +408,7 @@ class AuthService(Service):
         if token is None:
             await self._fail_quietly(ctx, None, "invalid, expired or withdrawn token")
             return {"response_type": "AUTH_ERR"}
-        ctx.session.pending_otp = None
+        ctx.session.pending = None
         if token.user_id is None:  # a token of the Unix-socket root
             identity = Identity(
                 None,
@@ -567,7 +451,7 @@ class AuthService(Service):
     # -- helpers ---------------------------------------------------------------------
 
     async def _second_factor_applies(self, user: UserRow) -> bool:
-        config = await self.middleware.service("auth.twofactor").get_config()
+        config = await self._twofactor.get_config()
         return bool(config.enabled and user.totp_secret is not None)
 
     def _proof(self, credentials: Credentials, level: Level) -> Proof:
@@ -645,8 +529,8 @@ class AuthService(Service):
         """A failed authentication of an account (or of a name that is not one): stays
         counted; starts a cool-down or locks the account at the thresholds (API.md §3)."""
         attempt.settled = True
-        settings = self.middleware.settings
-        alerts = self.middleware.service("alert")
+        settings = self.settings
+        alerts = self._alerts
         if user is not None:
             await self.throttle.persist(user.id)
             if attempt.started_cooldown:
@@ -674,7 +558,7 @@ class AuthService(Service):
             return  # locked already (or deleted)
         self.middleware.sessions.credentials_changed(user.id, generation)
         logger.warning("user %s locked after %d consecutive failures", user.username, failures)
-        self.middleware.service("alert").raise_alert(
+        self._alerts.raise_alert(
             LOCKED_ALERT,
             "CRITICAL",
             f"User {user.username!r} was locked after {failures} consecutive failed "
@@ -690,7 +574,7 @@ class AuthService(Service):
         )
         row = await self.middleware.repos.users.get(user.id)
         if row is not None:
-            self.middleware.service("user").emit_changed(row)
+            await self.middleware.hooks.run("user.post_change", ctx, user, row)
 
     async def _fail_quietly(self, ctx: CallContext, username: str | None, description: str) -> None:
         await self.middleware.audit(
@@ -700,24 +584,29 @@ class AuthService(Service):
             username=username,
             description=description,
         )
-        await asyncio.sleep(self.middleware.settings.auth_failure_delay)
+        await asyncio.sleep(self.settings.auth_failure_delay)
 
     async def _clock_hint(self) -> str | None:
-        sync = self.middleware.services.get("system.time_sync")
-        if sync is None:
-            return None
-        hint: str | None = await sync.skew_hint()
-        return hint
+        hints: list[str] = await self.middleware.hooks.collect("auth.clock_hint")
+        return "; ".join(hints) or None
 
     # -- for other services ----------------------------------------------------------
 
-    async def reset_failures(self, user_id: int) -> None:
-        """Forget ``user_id``'s failure count (an administrator unlocked the account)."""
-        await self.throttle.reset(user_id)
+    async def _user_changed(
+        self, ctx: CallContext, old: UserRow | None, new: UserRow | None
+    ) -> None:
+        """Hook ``user.post_change``: a deleted account's failure count goes."""
+        if old is not None and new is None:
+            self.throttle.forget(old.id)
+
+    async def _user_unlocked(self, ctx: CallContext, row: UserRow) -> None:
+        """Hook ``user.unlocked`` (``user.update {locked: false}``): the failure count
+        starts again (API.md §3)."""
+        await self.throttle.reset(row.id)
 
     async def me_for(self, identity: Identity) -> dict[str, Any]:
         """``auth.me`` for ``identity``."""
-        config = await self.middleware.service("auth.twofactor").get_config()
+        config = await self._twofactor.get_config()
         user = (
             await self.middleware.repos.users.get(identity.user_id)
             if identity.user_id is not None

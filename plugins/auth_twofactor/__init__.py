@@ -13,17 +13,15 @@ Rules (API.md §3, §4, §8):
 
 from __future__ import annotations
 
-import hmac
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-import pyotp
-
-from middlewared_2fa.api import CallContext, Service, api_method
-from middlewared_2fa.datastore.repositories import TwoFactorConfigRow, UserRow
+from middlewared_2fa.api import CallContext, Role, Service, api_method
+from middlewared_2fa.datastore.repositories import UserRow
 from middlewared_2fa.errors import ValidationErrors
 from middlewared_2fa.log import redact
+from middlewared_2fa.middleware import Middleware
 from middlewared_2fa.schema.twofactor import (
     AuthTwofactorConfigArgs,
     AuthTwofactorConfigResult,
@@ -32,57 +30,15 @@ from middlewared_2fa.schema.twofactor import (
     TwoFactorAuthUpdate,
 )
 
+from .repository import MIGRATIONS, TwoFactorConfigRepository, TwoFactorConfigRow
+from .totp import matching_step, normalize_code
+
+__all__ = ["CodeCheck", "TwoFactorService", "matching_step", "normalize_code"]
+
 logger = logging.getLogger(__name__)
 
-_ASCII_WHITESPACE = str.maketrans("", "", " \t\n\r\x0b\x0c")
-_DIGITS = frozenset("0123456789")
-#: Longest input worth normalising: anything longer cannot be a code, even with spaces.
-_MAX_TOKEN_INPUT = 64
-
-
-def normalize_code(token: str, digits: int) -> str | None:
-    """The code without ASCII whitespace, or None when it cannot be a valid code.
-
-    Args:
-        token: What the user typed.
-        digits: Expected length (6..8).
-
-    Returns:
-        ``digits`` ASCII digits, or None (wrong length, non-ASCII digits, other characters).
-    """
-    if len(token) > _MAX_TOKEN_INPUT:
-        return None
-    code = token.translate(_ASCII_WHITESPACE)
-    if len(code) != digits or not set(code) <= _DIGITS:
-        return None
-    return code
-
-
-def matching_step(
-    secret: str, code: str, *, now: float, interval: int, digits: int, window: int
-) -> int | None:
-    """The time step in ``[T-window, T+window]`` whose TOTP equals ``code``, newest first.
-
-    Args:
-        secret: Base32 seed (padding optional).
-        code: Normalised code (see :func:`normalize_code`).
-        now: Unix time in seconds.
-        interval: Time step X in seconds (RFC 6238 §4.1).
-        digits: Code length.
-        window: Steps accepted on each side.
-
-    Returns:
-        The matching step T, or None. Every candidate is compared in constant time.
-    """
-    totp = pyotp.TOTP(secret, digits=digits, interval=interval)
-    current = int(now // interval)
-    found: int | None = None
-    for step in range(current + window, current - window - 1, -1):
-        if step < 0:
-            continue
-        if hmac.compare_digest(totp.generate_otp(step), code) and found is None:
-            found = step
-    return found
+#: Associated data of an encrypted TOTP seed (``Middleware.encrypt``).
+SECRET_PURPOSE = b"totp-secret"
 
 
 @dataclass(slots=True)
@@ -99,10 +55,34 @@ class CodeCheck:
 class TwoFactorService(Service):
     class Config:
         namespace = "auth.twofactor"
+        role_prefix = ("SYSTEM_SECURITY",)
+        roles = (
+            Role("SYSTEM_SECURITY_READ", readonly=True),
+            Role("SYSTEM_SECURITY_WRITE", includes=("SYSTEM_SECURITY_READ",)),
+        )
+        migrations = MIGRATIONS
+
+    def __init__(self, middleware: Middleware) -> None:
+        super().__init__(middleware)
+        self.repo = TwoFactorConfigRepository(middleware.db)
+        self._config_cache: TwoFactorConfigRow | None = None
 
     async def setup(self) -> None:
         self.middleware.events.declare("auth.twofactor.config", ["SYSTEM_SECURITY_READ"])
-        self._config_cache: TwoFactorConfigRow | None = None
+
+    # -- TOTP seeds at rest ----------------------------------------------------------
+
+    def seal(self, secret: str) -> str:
+        """A TOTP seed (base32) encrypted for ``users.totp_secret``."""
+        return self.middleware.encrypt(secret, SECRET_PURPOSE)
+
+    def unseal(self, stored: str) -> str:
+        """The TOTP seed of an encrypted ``users.totp_secret``.
+
+        Raises:
+            DecryptionError: the key file does not match.
+        """
+        return self.middleware.decrypt(stored, SECRET_PURPOSE)
 
     # -- API -------------------------------------------------------------------------
 
@@ -143,7 +123,7 @@ class TwoFactorService(Service):
         errors = ValidationErrors()
         await self.middleware.hooks.run("auth.twofactor.pre_update", ctx, errors, old, new)
         errors.check()
-        await self.middleware.repos.twofactor.put(new)
+        await self.repo.put(new)
         self._config_cache = new
         entry = self.entry(new)
         self.middleware.events.emit("auth.twofactor.config", "changed", 1, entry)
@@ -155,7 +135,7 @@ class TwoFactorService(Service):
     async def get_config(self) -> TwoFactorConfigRow:
         """The stored global configuration (cached; the cache is replaced on update)."""
         if self._config_cache is None:
-            self._config_cache = await self.middleware.repos.twofactor.get()
+            self._config_cache = await self.repo.get()
         return self._config_cache
 
     @staticmethod
@@ -191,10 +171,12 @@ class TwoFactorService(Service):
             return CodeCheck(False, "malformed")
         redact(code)
         config = await self.get_config()
-        secret = self.middleware.decrypt_secret(user.totp_secret)
-        ssh_oath = self.middleware.services.get("ssh.oath")  # optional plugin
-        # Read before the comparison, so a wrong code costs the same file read as a right one.
-        ssh_step = await ssh_oath.last_step(user, secret) if ssh_oath is not None else None
+        secret = self.unseal(user.totp_secret)
+        hooks = self.middleware.hooks
+        # Other verifiers of the same secret (pam_oath, API.md §8) answer the newest step
+        # they accepted; read before the comparison, so a wrong code costs the same.
+        used: list[int] = await hooks.collect("auth.twofactor.used_step", user, secret)
+        ssh_step = max(used, default=None)
         step = matching_step(
             secret,
             code,
@@ -209,8 +191,9 @@ class TwoFactorService(Service):
             return CodeCheck(False, "replay")
         if not await self.middleware.repos.users.accept_step(user.id, user.totp_secret, step):
             return CodeCheck(False, "replay")
-        # pam_oath may have accepted this code between the read above and now: record_step
-        # looks again under liboath's lock and then says so.
-        if ssh_oath is not None and not await ssh_oath.record_step(user, secret, step):
+        # pam_oath may have accepted this code between the read above and now: its
+        # record_step looks again under liboath's lock and then says so.
+        recorded: list[bool] = await hooks.collect("auth.twofactor.record_step", user, secret, step)
+        if not all(recorded):
             return CodeCheck(False, "replay")
         return CodeCheck(True, "ok")

@@ -1,0 +1,319 @@
+"""The per-user second factor: ``user.renew_2fa_secret``, ``unset_2fa_secret``,
+``provisioning_uri``, ``twofactor_config``, ``twofactor_qr`` and
+``verify_twofactor_token`` (API.md §4, §9).
+
+Codes are checked by the TOTP engine of ``auth.twofactor`` (a required plugin, reached
+by type); the URI and QR helpers are in :mod:`.otpauth`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import pyotp
+
+from middlewared_2fa.api import CallContext, api_method
+from middlewared_2fa.datastore.repositories import UserRow
+from middlewared_2fa.errors import EACCES, EBUSY, EINVAL, ENOENT, EPERM, CallError
+from middlewared_2fa.log import redact
+from middlewared_2fa.roles import has_any
+from middlewared_2fa.schema.common import BoolResult, NullResult, StrResult
+from middlewared_2fa.schema.user import (
+    QrOptions,
+    TwoFactorOptions,
+    UserProvisioningUriArgs,
+    UserRenew2faSecretArgs,
+    UserRenew2faSecretResult,
+    UserTwofactorConfigArgs,
+    UserTwofactorConfigResult,
+    UserTwofactorQrArgs,
+    UserTwofactorQrResult,
+    UserUnset2faSecretArgs,
+    UserVerifyTwofactorTokenArgs,
+)
+from middlewared_2fa.session import Identity, Proof, StaleCredential
+
+from ..auth_twofactor import TwoFactorService
+from . import otpauth
+from .crud import (
+    GUARDED_ATTEMPTS,
+    after_stale_write,
+    caller_of,
+    end_derived_credentials,
+    role_guard,
+    run_post_change,
+    user_entry,
+)
+
+if TYPE_CHECKING:
+    from middlewared_2fa.middleware import Middleware
+
+logger = logging.getLogger(__name__)
+
+#: What a secret change stores: ``(encrypted secret or None, interval, digits, extra
+#: columns)``, computed from the row read for that attempt.
+SecretChange = tuple[str | None, int, int, dict[str, Any]]
+
+
+class UserTwoFactor:
+    """The second-factor methods of ``UserService`` (a mixin, like
+    :class:`~.crud.UserCrud`)."""
+
+    middleware: Middleware
+
+    async def _named(self, ctx: CallContext, username: str, *, write_role: str | None) -> UserRow:
+        """The user called ``username`` if the caller is that user (same id, so a session
+        of a renamed or deleted account never reaches a new account of the same name),
+        FULL_ADMIN, or holds ``write_role`` and every role of that user (role guard).
+
+        Raises:
+            CallError: EPERM when not allowed (checked before existence, so names cannot
+                be probed), ENOENT when there is no such user.
+        """
+        identity = ctx.identity
+        row = await self.middleware.repos.users.get_by_name(username)
+        is_self = row is not None and identity.user_id == row.id
+        delegated = write_role is not None and has_any(identity.granted, [write_role])
+        if not (is_self or identity.is_full_admin or delegated):
+            raise CallError("Only the user themself or an administrator may do this", EPERM)
+        if row is None:
+            raise CallError(f"User {username[:64]!r} does not exist", ENOENT)
+        role_guard(ctx, row)
+        return row
+
+    async def _require_second_factor_session(self, ctx: CallContext) -> None:
+        """A session reads or changes second factors only when it satisfies its own
+        user's 2FA: LEVEL_2, the Unix socket, 2FA not applying to the caller (global 2FA
+        off or no secret yet), or the secret was set by this very session and nothing
+        changed since (API.md §9). So a stolen password or token cannot read or replace
+        a second factor it does not have.
+
+        Raises:
+            CallError: EACCES.
+        """
+        identity = ctx.identity
+        if identity.credentials == "UNIX_SOCKET" or identity.level == "LEVEL_2":
+            return
+        if identity.user_id is None:
+            return
+        config = await self.middleware.service(TwoFactorService).get_config()
+        if not config.enabled:
+            return
+        me = await self.middleware.repos.users.get(identity.user_id)
+        if me is None or me.totp_secret is None:
+            return
+        if ctx.session.enrolled_generation == me.generation:
+            return
+        raise CallError("This needs a session that used two-factor authentication", EACCES)
+
+    def _uri(self, row: UserRow, issuer: str) -> str | None:
+        if row.totp_secret is None:
+            return None
+        secret = self.middleware.service(TwoFactorService).unseal(row.totp_secret)
+        uri = otpauth.provisioning_uri(
+            secret,
+            username=row.username,
+            host=self.middleware.hostname,
+            issuer=issuer,
+            interval=row.totp_interval,
+            digits=row.totp_digits,
+        )
+        redact(uri)
+        return uri
+
+    async def _twofactor_config(self, row: UserRow) -> dict[str, Any]:
+        config = await self.middleware.service(TwoFactorService).get_config()
+        return {
+            "provisioning_uri": self._uri(row, config.issuer),
+            "secret_configured": row.totp_secret is not None,
+            "interval": row.totp_interval,
+            "otp_digits": row.totp_digits,
+        }
+
+    async def _set_secret(
+        self,
+        ctx: CallContext,
+        username: str,
+        *,
+        write_role: str | None,
+        make: Callable[[UserRow], Awaitable[SecretChange]],
+    ) -> UserRow:
+        """Replace ``username``'s secret with what ``make(row)`` returns (a
+        :data:`SecretChange`), guarded, ending the user's other sessions and tokens
+        (API.md §9)."""
+        repos = self.middleware.repos
+        for attempt in range(GUARDED_ATTEMPTS):
+            row = await self._named(ctx, username, write_role=write_role)
+            if attempt == 0:
+                await self._require_second_factor_session(ctx)
+            encrypted, interval, digits, extra = await make(row)
+            generation = await repos.users.set_totp_guarded(
+                row.id,
+                row.generation,
+                encrypted,
+                interval,
+                digits,
+                caller=caller_of(ctx),
+                extra=extra,
+            )
+            if generation is not None:
+                break
+            await after_stale_write(ctx)
+        else:
+            raise CallError("The account keeps changing; try again", EBUSY)
+        end_derived_credentials(ctx, row.id, generation, keep_own=True)
+        if ctx.identity.user_id == row.id:
+            ctx.session.enrolled_generation = generation if encrypted is not None else None
+        new = await repos.users.get(row.id)
+        if new is None:
+            raise CallError(f"User {username[:64]!r} does not exist", ENOENT)
+        await run_post_change(ctx, row, new)
+        return new
+
+    @api_method(UserRenew2faSecretArgs, UserRenew2faSecretResult, roles=[], audit=True)
+    async def renew_2fa_secret(
+        self, ctx: CallContext, username: str, twofactor_options: TwoFactorOptions
+    ) -> dict[str, Any]:
+        """Give ``username`` a new TOTP secret (32 base32 characters from a CSPRNG); the
+        old one stops working at once, and the user's other sessions and tokens end.
+
+        ``twofactor_options``: ``{otp_digits: 6..8, interval: 30|60}``; omitted fields keep
+        the stored values. Returns the UserEntry plus ``twofactor_config``.
+
+        Raises:
+            CallError: EPERM unless the caller is the user or FULL_ADMIN; ENOENT; EACCES
+                from a session without the second factor it has (API.md §9); EIO when
+                the SSH OATH users file cannot be rewritten (the new secret is saved).
+            ValidationErrors: ``twofactor_options.interval`` / ``.otp_digits`` (schema).
+        """
+        given = twofactor_options.model_dump(exclude_unset=True)
+
+        async def make(row: UserRow) -> SecretChange:
+            interval: int = given.get("interval", row.totp_interval)
+            digits: int = given.get("otp_digits", row.totp_digits)
+            secret = pyotp.random_base32(otpauth.SECRET_LENGTH)
+            redact(secret)
+            sealed = self.middleware.service(TwoFactorService).seal(secret)
+            return sealed, interval, digits, {}
+
+        new = await self._set_secret(ctx, username, write_role=None, make=make)
+        return {**user_entry(new), "twofactor_config": await self._twofactor_config(new)}
+
+    @api_method(UserUnset2faSecretArgs, NullResult, roles=[], audit=True)
+    async def unset_2fa_secret(self, ctx: CallContext, username: str) -> None:
+        """Remove ``username``'s secret; the next login needs no OTP; the user's other
+        sessions and tokens end. While global 2FA and ``services.ssh`` are on,
+        ``ssh_password_enabled`` is turned off with it (API.md §5) and the user leaves
+        the SSH OATH users file.
+
+        Raises:
+            CallError: EPERM unless the caller is the user or has ACCOUNT_WRITE and every
+                role of the user; ENOENT; EACCES from a session without the second factor
+                it has; EIO when the OATH users file cannot be rewritten (the secret is
+                removed).
+        """
+        config = await self.middleware.service(TwoFactorService).get_config()
+
+        async def make(row: UserRow) -> SecretChange:
+            extra: dict[str, Any] = {}
+            if row.ssh_password_enabled and config.enabled and config.ssh:
+                # No password SSH without a secret while SSH 2FA is on (API.md §5).
+                extra["ssh_password_enabled"] = False
+            return None, row.totp_interval, row.totp_digits, extra
+
+        await self._set_secret(ctx, username, write_role="ACCOUNT_WRITE", make=make)
+
+    @api_method(UserProvisioningUriArgs, StrResult, roles=[])
+    async def provisioning_uri(self, ctx: CallContext, username: str) -> str:
+        """The ``otpauth://`` URI of ``username``'s secret.
+
+        Raises:
+            CallError: EPERM; ENOENT; EACCES from a session without the second factor
+                it has (API.md §9); EINVAL when the user has no secret.
+        """
+        row = await self._named(ctx, username, write_role=None)
+        await self._require_second_factor_session(ctx)
+        config = await self._twofactor_config(row)
+        if config["provisioning_uri"] is None:
+            raise CallError(
+                f"{username!r} user does not have two factor authentication configured", EINVAL
+            )
+        return str(config["provisioning_uri"])
+
+    @api_method(UserTwofactorConfigArgs, UserTwofactorConfigResult, roles=[])
+    async def twofactor_config(self, ctx: CallContext, username: str) -> dict[str, Any]:
+        """``{provisioning_uri|null, secret_configured, interval (s), otp_digits}``.
+
+        Raises:
+            CallError: EPERM; ENOENT; EACCES from a session without the second factor
+                it has (API.md §9).
+        """
+        row = await self._named(ctx, username, write_role=None)
+        await self._require_second_factor_session(ctx)
+        return await self._twofactor_config(row)
+
+    @api_method(UserTwofactorQrArgs, UserTwofactorQrResult, roles=[])
+    async def twofactor_qr(
+        self, ctx: CallContext, username: str, options: QrOptions
+    ) -> dict[str, Any]:
+        """QR code of the provisioning URI: a regular QR code (never Micro QR), error
+        correction M, as an SVG or PNG ``data:`` URI.
+
+        Raises:
+            CallError: EPERM; ENOENT; EACCES; EINVAL when the user has no secret.
+        """
+        uri = await self.provisioning_uri(ctx, username)
+        data_uri = await asyncio.to_thread(
+            otpauth.qr_data_uri, uri, fmt=options.format, scale=options.scale
+        )
+        return {"format": options.format, "data_uri": data_uri}
+
+    @api_method(UserVerifyTwofactorTokenArgs, BoolResult, roles=[])
+    async def verify_twofactor_token(self, ctx: CallContext, username: str, token: str) -> bool:
+        """Check ``token`` against ``username``'s secret with the login rules (window,
+        whitespace, replay: a right code is used up). Works whether or not global 2FA
+        is enabled, so that a freshly scanned secret can be confirmed first. A right
+        code of the caller's own secret makes the session LEVEL_2 (``LOGIN_TWOFACTOR``):
+        it has just proved both factors (API.md §4, §9).
+
+        Raises:
+            CallError: EPERM; ENOENT; EACCES from a session without the second factor
+                it has; EINVAL when the user has no secret.
+        """
+        row = await self._named(ctx, username, write_role=None)
+        await self._require_second_factor_session(ctx)
+        if row.totp_secret is None:
+            raise CallError(
+                f"{username!r} user does not have two factor authentication configured", EINVAL
+            )
+        check = await self.middleware.service(TwoFactorService).check_code(row, token)
+        identity = ctx.identity
+        if check.ok and identity.user_id == row.id and identity.level != "LEVEL_2":
+            self._upgrade(ctx, identity, row)
+        return check.ok
+
+    def _upgrade(self, ctx: CallContext, identity: Identity, row: UserRow) -> None:
+        """Make the session LEVEL_2: a new login of the same account and generation
+        (``LOGIN_TWOFACTOR``), so a credential change in the meantime still ends it."""
+        if identity.generation != row.generation or ctx.connection is None:
+            return
+        proof = Proof(
+            "LOGIN_TWOFACTOR", "LEVEL_2", secrets.token_hex(8), self.middleware.clock.time()
+        )
+        upgraded = Identity(
+            identity.user_id,
+            identity.username,
+            list(identity.roles),
+            "LOGIN_TWOFACTOR",
+            level="LEVEL_2",
+            generation=identity.generation,
+            proof=proof,
+        )
+        try:
+            ctx.login(upgraded)
+        except StaleCredential:
+            logger.warning("session of user id %s could not be upgraded", identity.user_id)
