@@ -41,12 +41,26 @@ def _request(method: str, params: list[Any] | None = None, request_id: int = 1) 
     return dumps(message)
 
 
-async def _call(ws: RawWebSocket, method: str, params: list[Any] | None = None) -> Any:
-    """One call; returns the result, raises RuntimeError on an error reply."""
-    reply = json.loads(await ws.request(_request(method, params)))
-    if "error" in reply:
-        raise RuntimeError(f"{method}: {reply['error']}")
-    return reply["result"]
+#: errno EBUSY in an error's data: the daemon's password-hashing queue holds at most a
+#: few waiting logins per client address (API.md §3), and every benchmark client is
+#: 127.0.0.1, so untimed password logins that arrive together are told to come back.
+_EBUSY = 16
+
+
+async def _call(
+    ws: RawWebSocket, method: str, params: list[Any] | None = None, *, retry_busy: bool = False
+) -> Any:
+    """One call; returns the result, raises RuntimeError on an error reply. With
+    ``retry_busy`` an EBUSY answer is retried after a short pause (untimed logins)."""
+    for attempt in range(1000):
+        reply = json.loads(await ws.request(_request(method, params)))
+        if "error" not in reply:
+            return reply["result"]
+        busy = (reply["error"].get("data") or {}).get("error") == _EBUSY
+        if not (retry_busy and busy):
+            break
+        await asyncio.sleep(0.005 * min(attempt + 1, 10))
+    raise RuntimeError(f"{method}: {reply['error']}")
 
 
 async def _open(url: str, login: dict[str, str] | None, **kwargs: Any) -> RawWebSocket:
@@ -64,6 +78,7 @@ async def _open(url: str, login: dict[str, str] | None, **kwargs: Any) -> RawWeb
                     "login_options": {"user_info": False},
                 }
             ],
+            retry_busy=True,
         )
         if result["response_type"] != "SUCCESS":
             raise RuntimeError(f"login failed: {result}")
@@ -192,6 +207,7 @@ class _OtpRound:
                 ws,
                 "auth.login_ex",
                 [{"mechanism": "PASSWORD_PLAIN", "username": username, "password": self.password}],
+                retry_busy=True,
             )
             if first["response_type"] != "OTP_REQUIRED":
                 self.failures.append(f"{username}: password step {first}")
