@@ -235,6 +235,8 @@ class Service:
       ``middleware.settings_of(Model)``.
     - ``migrations``: its :class:`Migration` list, tracked per namespace.
     - ``hooks``: :class:`Hook` subscriptions, registered before any ``setup()``.
+    - ``publishes``: the hook points it runs (a subscription to a point that no loaded
+      plugin publishes is logged as a warning: a typo, or an absent optional plugin).
     - ``mechanisms``: :class:`Mechanism` entries for ``auth.login_ex``.
     """
 
@@ -245,6 +247,7 @@ class Service:
         settings: type[BaseModel] | None = None
         migrations: tuple[Migration, ...] = ()
         hooks: tuple[Hook, ...] = ()
+        publishes: tuple[str, ...] = ()
         mechanisms: tuple[Mechanism, ...] = ()
 
     def __init__(self, middleware: Middleware) -> None:

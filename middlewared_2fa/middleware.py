@@ -56,6 +56,7 @@ def _config(cls: type[Service]) -> _PluginConfig:
         settings=getattr(raw, "settings", base.settings),
         migrations=tuple(getattr(raw, "migrations", base.migrations)),
         hooks=tuple(getattr(raw, "hooks", base.hooks)),
+        publishes=tuple(getattr(raw, "publishes", base.publishes)),
         mechanisms=tuple(getattr(raw, "mechanisms", base.mechanisms)),
     )
 
@@ -68,6 +69,7 @@ class _PluginConfig:
     settings: type[BaseModel] | None
     migrations: tuple[Migration, ...]
     hooks: tuple[Hook, ...]
+    publishes: tuple[str, ...]
     mechanisms: tuple[Mechanism, ...]
 
 
@@ -86,7 +88,9 @@ def _register_roles(cls: type[Service], config: _PluginConfig) -> None:
 
 def _bound(service: Service, name: str, what: str) -> Callable[..., Awaitable[Any]]:
     func = getattr(service, name, None)
-    if func is None or not inspect.iscoroutinefunction(func):
+    if func is None:
+        raise StartupError(f"{type(service).__name__}: {what} method {name!r} does not exist")
+    if not inspect.iscoroutinefunction(func):
         raise StartupError(
             f"{type(service).__name__}: {what} method {name!r} is not a coroutine method"
         )
@@ -210,6 +214,16 @@ class Middleware:
                 self.mechanisms.register(
                     mechanism.name, mechanism.model, _bound(service, mechanism.method, "mechanism")
                 )
+        published = {point for _, c in configs for point in c.publishes}
+        for _, config in configs:
+            for hook in config.hooks:
+                if hook.point not in published:
+                    logger.warning(
+                        "%s subscribes to the hook point %r, which no loaded plugin "
+                        "publishes (a typo, or an optional plugin that is absent)",
+                        config.namespace,
+                        hook.point,
+                    )
         for _, config in configs:
             await self.db.migrate(config.namespace, config.migrations)
         await self._setup_key()

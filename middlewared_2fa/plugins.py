@@ -64,8 +64,10 @@ def discover(dirs: list[Path]) -> list[type[Service]]:
     """
     classes: list[type[Service]] = []
     for folder in dirs:
+        if not folder.exists():
+            raise StartupError(f"plugin folder {folder.absolute()} does not exist")
         if not folder.is_dir():
-            raise StartupError(f"plugin folder {folder} does not exist")
+            raise StartupError(f"plugin folder {folder.absolute()} is not a folder")
         for entry in sorted(folder.iterdir()):
             if entry.name.startswith(("_", ".")):
                 continue

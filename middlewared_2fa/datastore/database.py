@@ -197,7 +197,9 @@ class Database:
                 try:
                     await conn.executescript(
                         "BEGIN IMMEDIATE;\n"
-                        + ("" if adopt else migration.sql)
+                        # ";" ends a last statement written without one (an empty
+                        # statement is harmless), so the record is never glued to it.
+                        + ("" if adopt else migration.sql + "\n;")
                         + f"\n{record}\nCOMMIT;"
                     )
                 except sqlite3.Error as exc:

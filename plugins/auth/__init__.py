@@ -106,6 +106,8 @@ class AuthService(Service):
             Hook("user.post_change", "_user_changed"),
             Hook("user.unlocked", "_user_unlocked"),
         )
+        # It also runs user.post_change when it locks an account (the user plugin's point).
+        publishes = ("auth.clock_hint",)
         mechanisms = (
             Mechanism("PASSWORD_PLAIN", PasswordPlain, "_password"),
             Mechanism("OTP_TOKEN", OtpToken, "_otp"),

@@ -61,6 +61,12 @@ class TwoFactorService(Service):
             Role("SYSTEM_SECURITY_WRITE", includes=("SYSTEM_SECURITY_READ",)),
         )
         migrations = MIGRATIONS
+        publishes = (
+            "auth.twofactor.pre_update",
+            "auth.twofactor.post_update",
+            "auth.twofactor.used_step",
+            "auth.twofactor.record_step",
+        )
 
     def __init__(self, middleware: Middleware) -> None:
         super().__init__(middleware)

@@ -50,6 +50,7 @@ class UserService(UserCrud, UserTwoFactor, Service):
         )
         settings = UserSettings
         hooks = (Hook("user.post_change", "_emit_query_event", order=EVENT_HOOK_ORDER),)
+        publishes = ("user.post_change", "user.unlocked")
 
     async def setup(self) -> None:
         self.middleware.events.declare("user.query", ["ACCOUNT_READ"], owner_field="id")

@@ -104,3 +104,50 @@ async def test_example_plugin_bad_setting_stops_start_up(daemon: InProcessDaemon
         with pytest.raises(ClientError) as missing:
             await admin.call("account_history.query", "admin")
         assert missing.value.errno == errno.ENOENT
+
+
+PLUGIN = """
+from middlewared_2fa.api import Hook, Migration, Service
+
+
+class NotesService(Service):
+    class Config:
+        namespace = "notes"
+        migrations = (Migration(1, "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)"),)
+        hooks = (Hook("user.post_chnage", "_on_user"),)
+
+    async def _on_user(self, ctx, old, new) -> None:
+        pass
+"""
+
+
+async def test_plugin_declarations_as_users_write_them(
+    daemon: InProcessDaemon, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A migration whose last statement has no ``;`` applies (the record is not glued to
+    it); a subscription to a point that no plugin publishes (a typo) is logged."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.py").write_text(PLUGIN)
+    await daemon.restart(plugins_dirs=[folder])
+    with sqlite3.connect(daemon.settings.database_path) as conn:
+        assert conn.execute("SELECT count(*) FROM notes").fetchone() == (0,)
+        tracked = conn.execute("SELECT version FROM schema_migrations WHERE owner = 'notes'")
+        assert tracked.fetchall() == [(1,)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("'user.post_chnage', which no loaded plugin publishes" in w for w in warnings)
+    assert not any("'user.post_change'" in w for w in warnings)
+
+
+@pytest.mark.parametrize(
+    ("is_file", "match"), [(False, "does not exist"), (True, "is not a folder")]
+)
+async def test_plugin_folder_errors_say_what_is_wrong(
+    daemon: InProcessDaemon, tmp_path: Path, is_file: bool, match: str
+) -> None:
+    """A missing plugin folder and a file given as one are told apart, with the full path."""
+    path = tmp_path / "plugins"
+    if is_file:
+        path.write_text("")
+    with pytest.raises(StartupError, match=f"{tmp_path}.*{match}"):
+        await daemon.restart(plugins_dirs=[path])
