@@ -214,11 +214,14 @@ class Mechanism:
         model: The pydantic model of ``login_data`` for it; its ``mechanism`` field is a
             ``Literal`` of ``name``.
         method: Name of the service's coroutine ``(ctx, data) -> login_ex answer``.
+        starts_login: False for a step that only continues a login in progress
+            (``OTP_TOKEN``); ``auth.mechanism_choices`` lists the others.
     """
 
     name: str
     model: type[BaseModel]
     method: str
+    starts_login: bool = True
 
 
 class Service:

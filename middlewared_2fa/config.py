@@ -148,8 +148,11 @@ def load_settings(
 
 
 def _describe(exc: PydanticValidationError) -> str:
+    # A model-level check (auth_lock_after against auth_throttle_after) has no location;
+    # its message names the keys.
     return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        ": ".join(filter(None, (".".join(str(p) for p in err["loc"]), err["msg"])))
+        for err in exc.errors()
     )
 
 

@@ -32,6 +32,7 @@ class Registered:
     name: str
     model: type[BaseModel]
     handler: Handler
+    starts_login: bool = True
 
 
 class MechanismRegistry:
@@ -40,8 +41,11 @@ class MechanismRegistry:
     def __init__(self) -> None:
         self._by_name: dict[str, Registered] = {}
 
-    def register(self, name: str, model: type[BaseModel], handler: Handler) -> None:
-        """Add mechanism ``name``.
+    def register(
+        self, name: str, model: type[BaseModel], handler: Handler, *, starts_login: bool = True
+    ) -> None:
+        """Add mechanism ``name``; ``starts_login`` False for a step that only continues
+        a login (``OTP_TOKEN``), which ``auth.mechanism_choices`` does not list.
 
         Raises:
             MechanismError: ``name`` is registered already, or ``model`` has no
@@ -54,12 +58,17 @@ class MechanismRegistry:
             raise MechanismError(f"{model.__name__}: needs a field mechanism: Literal[{name!r}]")
         if get_args(info.annotation) != (name,):
             raise MechanismError(f"{model.__name__}: mechanism must be Literal[{name!r}]")
-        self._by_name[name] = Registered(name, model, handler)
+        self._by_name[name] = Registered(name, model, handler, starts_login)
 
     @property
     def names(self) -> list[str]:
         """Registered mechanism names, in registration order."""
         return list(self._by_name)
+
+    @property
+    def choices(self) -> list[str]:
+        """The mechanisms that start a login (``auth.mechanism_choices``), in order."""
+        return [m.name for m in self._by_name.values() if m.starts_login]
 
     def get(self, name: str) -> Registered | None:
         """The mechanism ``name``, or None."""

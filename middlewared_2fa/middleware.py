@@ -29,17 +29,21 @@ from middlewared_2fa.clock import Clock, SystemClock
 from middlewared_2fa.config import Settings, plugin_settings
 from middlewared_2fa.crypto import DecryptionError, SecretBox, load_or_create_key
 from middlewared_2fa.datastore import Database, Repositories
+from middlewared_2fa.datastore.migrations import FRAMEWORK, LEGACY
 from middlewared_2fa.datastore.repositories import AuditRow
 from middlewared_2fa.errors import StartupError
 from middlewared_2fa.events import EventHub
 from middlewared_2fa.hashing import HashingPool
 from middlewared_2fa.hooks import Hooks
-from middlewared_2fa.login import MechanismRegistry
+from middlewared_2fa.login import MechanismError, MechanismRegistry
 from middlewared_2fa.plugins import default_plugins_dir, discover
 from middlewared_2fa.roles import ROLES, RoleError
 from middlewared_2fa.session import Session, SessionRegistry
 
 logger = logging.getLogger(__name__)
+
+#: Owners of the framework's own migration records (datastore/migrations.py).
+RESERVED_NAMESPACES = frozenset({FRAMEWORK, LEGACY})
 
 S = TypeVar("S", bound=Service)
 M = TypeVar("M", bound=BaseModel)
@@ -199,6 +203,10 @@ class Middleware:
             [(c.namespace, c.settings) for _, c in configs if c.settings is not None],
         )
         for cls, config in configs:
+            if config.namespace in RESERVED_NAMESPACES:
+                raise StartupError(
+                    f"{cls.__name__}: the namespace {config.namespace!r} is reserved"
+                )
             service = cls(self)
             if config.namespace in self.services:
                 raise StartupError(f"two plugins define the namespace {config.namespace!r}")
@@ -211,9 +219,15 @@ class Middleware:
                     hook.point, _bound(service, hook.method, "hook"), order=hook.order
                 )
             for mechanism in config.mechanisms:
-                self.mechanisms.register(
-                    mechanism.name, mechanism.model, _bound(service, mechanism.method, "mechanism")
-                )
+                try:
+                    self.mechanisms.register(
+                        mechanism.name,
+                        mechanism.model,
+                        _bound(service, mechanism.method, "mechanism"),
+                        starts_login=mechanism.starts_login,
+                    )
+                except MechanismError as exc:
+                    raise StartupError(f"{cls.__name__}: {exc}") from None
         published = {point for _, c in configs for point in c.publishes}
         for _, config in configs:
             for hook in config.hooks:

@@ -38,16 +38,28 @@ class RoleTable:
 
         Raises:
             RoleError: ``name`` is not upper-case ``A-Z0-9_``, is a framework role, an
-                included role is unknown, or ``name`` exists with another definition.
+                included role is unknown or a framework role (a plugin's role must not
+                grant FULL_ADMIN), a read-only role includes one that is not read-only
+                (READONLY_ADMIN would grant it), or ``name`` exists with another
+                definition.
         """
         wanted = frozenset(includes)
         if not name or not all(c.isupper() or c.isdigit() or c == "_" for c in name):
             raise RoleError(f"role {name!r}: names are upper-case letters, digits and _")
         if name in (FULL_ADMIN, READONLY_ADMIN):
             raise RoleError(f"role {name!r} belongs to the framework")
+        framework = sorted(wanted & {FULL_ADMIN, READONLY_ADMIN})
+        if framework:
+            raise RoleError(f"role {name!r} may not include the framework roles {framework}")
         unknown = sorted(r for r in wanted if r not in self._includes)
         if unknown:
             raise RoleError(f"role {name!r} includes unknown roles {unknown}")
+        if readonly:
+            writable = sorted(r for r in self.expand(wanted) if r not in self._readonly)
+            if writable:
+                raise RoleError(
+                    f"read-only role {name!r} includes roles that are not read-only {writable}"
+                )
         current = self._includes.get(name)
         if current is not None and (current != wanted or (name in self._readonly) != readonly):
             raise RoleError(f"role {name!r} is declared twice, differently")

@@ -135,6 +135,16 @@ class AuthMeArgs(Model):
     """No parameters."""
 
 
+class AuthMechanismChoicesArgs(Model):
+    """No parameters."""
+
+
+class AuthMechanismChoicesResult(Out):
+    result: list[str] = Field(
+        description="mechanisms that start a login_ex now (PASSWORD_PLAIN, TOKEN_PLAIN, ...)"
+    )
+
+
 class AuthMeResult(Out):
     result: AuthMeEntry
 

@@ -37,6 +37,8 @@ from middlewared_2fa.schema.auth import (
     AuthLoginExResult,
     AuthLogoutArgs,
     AuthMeArgs,
+    AuthMechanismChoicesArgs,
+    AuthMechanismChoicesResult,
     AuthMeResult,
     AuthSessionsArgs,
     AuthSessionsEntry,
@@ -110,7 +112,7 @@ class AuthService(Service):
         publishes = ("auth.clock_hint",)
         mechanisms = (
             Mechanism("PASSWORD_PLAIN", PasswordPlain, "_password"),
-            Mechanism("OTP_TOKEN", OtpToken, "_otp"),
+            Mechanism("OTP_TOKEN", OtpToken, "_otp", starts_login=False),
             Mechanism("TOKEN_PLAIN", TokenPlain, "_token"),
         )
 
@@ -189,6 +191,13 @@ class AuthService(Service):
             if first["response_type"] == "OTP_REQUIRED":
                 ctx.session.pending = None
         return bool(first["response_type"] == "SUCCESS")
+
+    @api_method(AuthMechanismChoicesArgs, AuthMechanismChoicesResult, auth="none")
+    async def mechanism_choices(self, ctx: CallContext) -> list[str]:
+        """The mechanisms ``login_ex`` accepts to start a login (API.md §3), from the
+        mechanism registry: ``["PASSWORD_PLAIN", "TOKEN_PLAIN", ...]`` (``OTP_TOKEN`` only
+        continues one)."""
+        return self.middleware.mechanisms.choices
 
     @api_method(AuthMeArgs, AuthMeResult, roles=[])
     async def me(self, ctx: CallContext) -> dict[str, Any]:

@@ -151,3 +151,59 @@ async def test_plugin_folder_errors_say_what_is_wrong(
         path.write_text("")
     with pytest.raises(StartupError, match=f"{tmp_path}.*{match}"):
         await daemon.restart(plugins_dirs=[path])
+
+
+ESCALATING = """
+from middlewared_2fa.api import Role, Service
+
+
+class XiService(Service):
+    class Config:
+        namespace = "xi"
+        role_prefix = ("XI",)
+        roles = (Role("XI_READ", includes=("ACCOUNT_WRITE",), readonly=True),)
+"""
+
+RESERVED = """
+from middlewared_2fa.api import Migration, Service
+
+
+class Sneaky(Service):
+    class Config:
+        namespace = "middlewared"
+        migrations = (Migration(1, "CREATE TABLE sneaky (id INTEGER)"),)
+"""
+
+
+@pytest.mark.parametrize(
+    ("source", "match"),
+    [
+        (ESCALATING, "read-only role 'XI_READ' includes roles that are not read-only"),
+        (RESERVED, "the namespace 'middlewared' is reserved"),
+    ],
+)
+async def test_declarations_that_would_escalate_or_collide_stop_start_up(
+    daemon: InProcessDaemon, tmp_path: Path, source: str, match: str
+) -> None:
+    """A plugin cannot make READONLY_ADMIN grant a write role (every read-only admin would
+    get it) nor take the framework's migration records; before the refusal a
+    READONLY_ADMIN user is refused ACCOUNT_WRITE's methods, and after the daemon comes back
+    without the plugin it still is."""
+    async with daemon.root() as root:
+        await root.call(
+            "user.create",
+            {"username": "ro", "password": "ro-password", "roles": ["READONLY_ADMIN"]},
+        )
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "bad.py").write_text(source)
+    with pytest.raises(StartupError, match=match):
+        await daemon.restart(plugins_dirs=[folder])
+    await daemon.stop()
+    daemon.overrides.pop("plugins_dirs")
+    await daemon.start()
+    async with daemon.client() as c:
+        assert (await c.login("ro", "ro-password"))["response_type"] == "SUCCESS"
+        with pytest.raises(ClientError) as refused:
+            await c.call("user.create", {"username": "x", "password": "x-password"})
+        assert refused.value.errno == errno.EACCES

@@ -379,3 +379,16 @@ async def test_logins_are_audited(daemon: InProcessDaemon) -> None:
         assert all(e["address"] == "127.0.0.1" for e in entries)
         assert "wrong-pw-123" not in json.dumps(entries)
         assert PASSWORD not in json.dumps(entries)
+
+
+async def test_mechanism_choices_lists_what_starts_a_login(daemon: InProcessDaemon) -> None:
+    """auth.mechanism_choices (API.md §3, no auth) lists the registered mechanisms that
+    start a login, not OTP_TOKEN (it only continues one); each is accepted by login_ex."""
+    async with daemon.client() as c:
+        choices = await c.call("auth.mechanism_choices")
+        assert choices == ["PASSWORD_PLAIN", "TOKEN_PLAIN"]
+        reply = await c.call(
+            "auth.login_ex",
+            {"mechanism": "TOKEN_PLAIN", "token": "not-a-token"},
+        )
+        assert reply["response_type"] == "AUTH_ERR"

@@ -44,6 +44,7 @@ OPEN = {
     "auth.login_ex_continue",
     "auth.logout",
     "auth.me",
+    "auth.mechanism_choices",
     "auth.sessions",
     "auth.terminate_other_sessions",
     "auth.terminate_session",

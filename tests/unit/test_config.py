@@ -143,3 +143,15 @@ def test_a_key_declared_twice_is_refused() -> None:
         plugin_settings(Settings(), [("auth", AuthSettings), ("other", Clash)])
     with pytest.raises(StartupError, match="port.*the framework"):
         plugin_settings(Settings(), [("other", Port)])
+
+
+def test_a_check_across_keys_names_them_without_an_empty_location(tmp_path: Path) -> None:
+    """A model-level check (auth_lock_after below auth_throttle_after) has no location of
+    its own: the message starts with the keys, not with ': '."""
+    path = tmp_path / "m.toml"
+    path.write_text("auth_lock_after = 3\n")
+    with pytest.raises(StartupError) as exc:
+        _shipped(load_settings(path, {}, environ={}))
+    assert str(exc.value) == (
+        "invalid settings: Value error, auth_lock_after must be at least auth_throttle_after (5)"
+    )

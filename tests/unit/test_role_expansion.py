@@ -77,6 +77,15 @@ def test_register_is_idempotent_for_the_same_definition(table: RoleTable) -> Non
         ("NEW_ROLE", ("NOT_YET",), False, "includes unknown roles ['NOT_YET']"),
         ("ACCOUNT_WRITE", (), False, "declared twice, differently"),
         ("ACCOUNT_READ", (), False, "declared twice, differently"),
+        # A plugin's role must not grant the framework's (a read-only one would make
+        # every READONLY_ADMIN a FULL_ADMIN).
+        ("XI_READ", (FULL_ADMIN,), True, "may not include the framework roles"),
+        ("XI_ALL", (FULL_ADMIN,), False, "may not include the framework roles"),
+        ("XI_VIEW", (READONLY_ADMIN,), False, "may not include the framework roles"),
+        # READONLY_ADMIN grants every read-only role: one must not carry a write role,
+        # directly or through includes.
+        ("XI_READ", ("ACCOUNT_WRITE",), True, "not read-only ['ACCOUNT_WRITE']"),
+        ("XI_READ", ("LEVEL_2",), True, "not read-only ['LEVEL_1', 'LEVEL_2']"),
     ],
 )
 def test_register_errors(
