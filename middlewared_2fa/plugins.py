@@ -31,9 +31,13 @@ def _package(folder: Path) -> str:
     relatively (``from .auth_twofactor import TwoFactorService``), and a module imported
     that way is the one the loader finds later, so every class exists once."""
     # One package per folder (by its resolved path), so two daemons in one process that
-    # load different folders never share a module.
-    digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
-    name = f"{_PKG}_{digest}"
+    # load different folders never share a module; the shipped folder keeps a plain name
+    # (it shows in log lines: middlewared_2fa_plugins.time_sync.check).
+    resolved = folder.resolve()
+    if resolved == default_plugins_dir().resolve():
+        name = _PKG
+    else:
+        name = f"{_PKG}_{hashlib.sha256(str(resolved).encode()).hexdigest()[:12]}"
     if name not in sys.modules:
         parent = ModuleType(name)
         parent.__path__ = [str(folder)]
