@@ -304,7 +304,9 @@ class UserCrud:
         new = await repos.users.get(id)
         if new is None:
             raise CallError(f"User id {id} does not exist", ENOENT)
-        if fields.get("locked") is False:
+        if changes.get("locked") is False:
+            # API.md §3: {locked: false} also resets the failure count, also for an
+            # account that only cools down (the administrator's way to end a cool-down).
             await self.middleware.hooks.run("user.unlocked", ctx, new)
         await run_post_change(ctx, row, new)
         return user_entry(new)

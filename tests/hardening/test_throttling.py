@@ -146,6 +146,19 @@ async def test_lock_at_the_threshold_and_admin_unlock(
         assert await attempt(daemon, "dan", "right-pw") == "SUCCESS"
 
 
+async def test_locked_false_ends_a_cool_down(daemon: InProcessDaemon) -> None:
+    """user.update {locked: false} resets the count (API.md §3) also for an account that
+    only cools down: the right password, refused during the cool-down, then logs in."""
+    async with daemon.admin() as admin, user_asset(admin, "erin", "right-pw") as erin:
+        for _ in range(5):  # auth_throttle_after: the fifth failure starts the cool-down
+            assert await attempt(daemon, "erin", "wrong") == "AUTH_ERR"
+        assert await attempt(daemon, "erin", "right-pw") == "EBUSY"
+        await admin.call("user.update", erin["id"], {"full_name": "no unlock"})
+        assert await attempt(daemon, "erin", "right-pw") == "EBUSY"
+        await admin.call("user.update", erin["id"], {"locked": False})
+        assert await attempt(daemon, "erin", "right-pw") == "SUCCESS"
+
+
 async def test_no_end_to_guessing_is_refused(daemon: InProcessDaemon, clock: FrozenClock) -> None:
     """Finding 5: 120 wrong passwords for admin from ten addresses (waiting out every
     cool-down), then the right one: never SUCCESS; admin is locked at the 100th failure
