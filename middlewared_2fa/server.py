@@ -47,6 +47,8 @@ MAX_AUTHENTICATED_MESSAGE = 64 * 1024
 MAX_RUNNING_CALLS = 10
 MAX_QUEUED_CALLS = 20
 OUTBOX_LIMIT = 1024
+#: Queued after the last reply of an ended session: the writer closes with 1008 there.
+_SESSION_ENDED = "\x00session ended"
 #: Characters of replies and events queued for one connection before it is cut off.
 OUTBOX_BYTES = 4 * 1024 * 1024
 #: websockets options of every connection (also used by bench/echo.py, the reference
@@ -356,6 +358,10 @@ class Connection:
         self._queued_bytes = 0
         self._cutter: asyncio.Future[None] | None = None
         self._ender: asyncio.Future[None] | None = None
+        #: Messages being handled (their replies not yet queued), and whether the session
+        #: was ended: the close then waits for those replies (see :meth:`end`).
+        self._handling = 0
+        self._ending = False
         self.last_activity = asyncio.get_running_loop().time()
 
     # -- dispatcher.Caller ----------------------------------------------------------
@@ -380,8 +386,39 @@ class Connection:
         self.ws.protocol.max_message_size = limit
 
     def end(self) -> None:
-        """The session ended (API.md §9): close with 1008 "session ended"."""
-        self._ender = asyncio.ensure_future(self.ws.close(1008, "session ended"))
+        """The session ended (API.md §9): close with 1008 "session ended".
+
+        The session is logged out already (the registry did it), so nothing the connection
+        sends from now on is handled. The close waits for the replies of the messages
+        being handled (a login that completed just before a password change gets its
+        SUCCESS, then the 1008) and goes out after everything queued before it.
+        """
+        if self._ending:
+            return
+        self._ending = True
+        if self._handling == 0:
+            self._close_after_outbox()
+
+    @property
+    def ending(self) -> bool:
+        """The session was ended: new messages are not handled."""
+        return self._ending
+
+    def handling(self) -> None:
+        """A message is being handled (its reply will be queued or dropped)."""
+        self._handling += 1
+
+    def handled(self) -> None:
+        """The reply of a message is queued (or there is none)."""
+        self._handling -= 1
+        if self._ending and self._handling == 0:
+            self._close_after_outbox()
+
+    def _close_after_outbox(self) -> None:
+        try:
+            self._outbox.put_nowait(_SESSION_ENDED)
+        except asyncio.QueueFull:  # the client does not read: no need to keep order
+            self._ender = asyncio.ensure_future(self.ws.close(1008, "session ended"))
 
     # -- sending --------------------------------------------------------------------------
     def send(self, text: str) -> None:
@@ -423,6 +460,10 @@ class Connection:
         while True:
             text = await self._outbox.get()
             if text is None:
+                return
+            if text is _SESSION_ENDED:
+                with contextlib.suppress(ConnectionClosed):
+                    await self.ws.close(1008, "session ended")
                 return
             self._queued_bytes -= len(text)
             try:
@@ -653,13 +694,19 @@ class Daemon:
             writer.cancel()
 
     async def _serve_one(self, conn: Connection, message: str | bytes) -> None:
+        if conn.ending:  # the session was ended: the connection is closing
+            return
+        conn.handling()
         try:
             reply = await self.dispatcher.handle(message, conn)
         except Exception:
             logger.exception("unexpected failure while handling a message")
-            return
-        if reply is not None:
-            conn.send(reply)
+            reply = None
+        try:
+            if reply is not None:
+                conn.send(reply)
+        finally:
+            conn.handled()
 
     async def _idle_watch(self, conn: Connection) -> None:
         loop = asyncio.get_running_loop()

@@ -600,3 +600,20 @@ async def test_audit_entries_carry_the_session(daemon: InProcessDaemon) -> None:
         assert ("password login", "LOGIN_PASSWORD") in described
         assert ("logout", "LOGIN_PASSWORD") in described
         assert all(e["username"] == "sam" for e in entries)
+
+
+async def test_a_call_that_ends_its_own_session_gets_its_reply_first(
+    daemon: InProcessDaemon,
+) -> None:
+    """A user who takes roles from themselves ends their own session (API.md §9); the
+    call's reply still arrives, then the close 1008 "session ended" (the close waits for
+    the replies of the calls in flight, and nothing sent after it is handled)."""
+    async with daemon.root() as root:
+        bob = await root.call(
+            "user.create", {"username": "bob", "password": "pw-bob", "roles": ["FULL_ADMIN"]}
+        )
+    async with daemon.client() as c:
+        assert (await c.login("bob", "pw-bob"))["response_type"] == "SUCCESS"
+        entry = await c.call("user.update", bob["id"], {"roles": ["ACCOUNT_READ"]})
+        assert entry["roles"] == ["ACCOUNT_READ"]
+        assert await ended(c)
