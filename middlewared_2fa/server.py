@@ -457,6 +457,8 @@ class Connection:
         self.send(json.dumps(message, separators=(",", ":")))
 
     async def writer(self) -> None:
+        """Send the queued texts in order until the outbox is closed, the connection
+        closes, or an ended session's close marker (then close 1008 "session ended")."""
         while True:
             text = await self._outbox.get()
             if text is None:
