@@ -94,9 +94,11 @@ class MethodSpec:
     roles: tuple[str, ...]
     auth: Literal["required", "none"]
     private: bool
-    audit: bool
+    audit: bool | str
     description: str
     rate_limit: Literal["default", "always", "exempt"] = "default"
+    setup: bool = False
+    audit_extended: Callable[..., str] | None = None
 
 
 @dataclass(slots=True)
@@ -120,8 +122,10 @@ def api_method(
     roles: list[str] | None = None,
     auth: Literal["required", "none"] = "required",
     private: bool = False,
-    audit: bool = False,
+    audit: bool | str = False,
     rate_limit: Literal["default", "always", "exempt"] = "default",
+    setup: bool = False,
+    audit_extended: Callable[..., str] | None = None,
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     """Declare a public JSON-RPC method.
 
@@ -133,12 +137,21 @@ def api_method(
         auth: ``"none"`` for methods callable before login.
         private: Not callable over the wire (-32601); for internal calls only.
         audit: Write a METHOD_CALL audit entry for every call (parameters are never
-            recorded, only the method name, the outcome and the error name).
+            recorded, only the method name, the outcome and the error name). A string is
+            the entry's description (TrueNAS's ``audit=``), default ``call <method>``.
+        audit_extended: ``(**params) -> str`` appended to that description (TrueNAS's
+            ``audit_extended``: the target's name, never a secret).
         rate_limit: ``"default"``: unauthenticated calls count against the per-address
             limit (API.md §3); ``"always"``: authenticated ones too (login methods, or a
             logged-in user could guess other users' passwords without limit);
             ``"exempt"``: never counted (``core.set_options``, which TrueNAS clients
             send first on every connection).
+        setup: Callable from a *setup-only* session (API.md §4 ``enforce``, §10): the
+            calls a user needs to set up a second factor (and ``core.*``, ``auth.me``,
+            ``auth.logout``). Every other method answers such a session with call error
+            EACCES "Two-factor authentication must be set up first". A method that allows
+            it and acts on users checks itself that a setup-only caller acts only on
+            their own account.
     """
 
     def decorate(func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -150,6 +163,8 @@ def api_method(
             private=private,
             audit=audit,
             rate_limit=rate_limit,
+            setup=setup,
+            audit_extended=audit_extended,
             description=inspect.cleandoc(func.__doc__ or "").split("\n\n")[0],
         )
         func.__api_roles_given__ = roles is not None  # type: ignore[attr-defined]
@@ -224,13 +239,41 @@ class Mechanism:
     starts_login: bool = True
 
 
+@dataclass(slots=True, frozen=True)
+class Verifier:
+    """A further credential that a login step accepts in its usual field (API.md §3, §10).
+
+    ``PASSWORD_PLAIN`` asks its verifiers when the password is wrong (a one-time password
+    typed as the password); ``OTP_TOKEN`` when the TOTP code is wrong (a recovery code
+    typed as the code). The method is a coroutine ``(ctx, user: UserRow, value: str) ->
+    StepProof | None`` (:class:`middlewared_2fa.login.StepProof`): it answers None for a
+    value that is not one of its credentials of that user, and, when it is one, uses the
+    credential up (atomically: two logins never both get it) and says what the login proved.
+
+    Attributes:
+        step: ``"PASSWORD_PLAIN"`` or ``"OTP_TOKEN"``.
+        name: For logs and ``credentials_data.second_factor`` (``RECOVERY_CODE``).
+        method: Name of the service's coroutine.
+        order: Lower is asked first.
+    """
+
+    step: Literal["PASSWORD_PLAIN", "OTP_TOKEN"]
+    name: str
+    method: str
+    order: int = 0
+
+
 class Service:
     """Base of every plugin service.
 
     ``Config`` declares what the plugin brings; the framework loads it and names no
     plugin (docs/architecture.md):
 
-    - ``namespace``: method prefix (``auth.twofactor``), required.
+    - ``namespace``: the plugin's name: method prefix (``auth.twofactor``), owner of its
+      migrations and settings; required and unique.
+    - ``method_namespace``: the method prefix when it differs from ``namespace``: a
+      plugin that adds methods to another plugin's namespace (the recovery codes plugin
+      adds ``user.twofactor_recovery_codes``). A method name defined twice is refused.
     - ``role_prefix``: the prefixes its role names start with (``("ACCOUNT",)``).
     - ``roles``: :class:`Role` entries.
     - ``settings``: a pydantic model of its settings; the field names are the flat keys
@@ -241,10 +284,13 @@ class Service:
     - ``publishes``: the hook points it runs (a subscription to a point that no loaded
       plugin publishes is logged as a warning: a typo, or an absent optional plugin).
     - ``mechanisms``: :class:`Mechanism` entries for ``auth.login_ex``.
+    - ``verifiers``: :class:`Verifier` entries: credentials a login step accepts besides
+      its own (recovery codes in the OTP step, one-time passwords in the password step).
     """
 
     class Config:
         namespace: str = ""
+        method_namespace: str = ""
         role_prefix: tuple[str, ...] = ()
         roles: tuple[Role, ...] = ()
         settings: type[BaseModel] | None = None
@@ -252,6 +298,7 @@ class Service:
         hooks: tuple[Hook, ...] = ()
         publishes: tuple[str, ...] = ()
         mechanisms: tuple[Mechanism, ...] = ()
+        verifiers: tuple[Verifier, ...] = ()
 
     def __init__(self, middleware: Middleware) -> None:
         self.middleware = middleware
@@ -273,9 +320,9 @@ def collect_methods(service: Service) -> list[RegisteredMethod]:
         ApiDefinitionError: a method lacks roles, has a result model without a single
             ``result`` field, or parameters that differ from its Args model.
     """
-    namespace = getattr(service.Config, "namespace", "")
-    if not namespace:
+    if not getattr(service.Config, "namespace", ""):
         raise ApiDefinitionError(f"{type(service).__name__}: Config.namespace is not set")
+    namespace = getattr(service.Config, "method_namespace", "") or service.Config.namespace
     found: list[RegisteredMethod] = []
     for attr in dir(type(service)):
         raw = getattr(type(service), attr)

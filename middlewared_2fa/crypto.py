@@ -15,6 +15,7 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -139,3 +140,26 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
     except (VerifyMismatchError, InvalidHashError, VerificationError):
         return False
+
+
+#: Bytes of salt of a set of look-up secrets (recovery codes).
+LOOKUP_SALT_BYTES = 16
+
+
+def lookup_secret_digest(secret: str, salt: bytes) -> bytes:
+    """argon2id digest (32 bytes) of a look-up secret under ``salt``, with the password
+    hasher's cost parameters.
+
+    NIST SP 800-63B §5.1.2.2: look-up secrets of less than 112 bits (recovery codes have
+    80) are stored salted and hashed with a password hashing scheme. One salt serves a
+    whole set, so checking a code costs one hash, whichever of the set it is.
+    """
+    return hash_secret_raw(
+        secret.encode(),
+        salt,
+        time_cost=_hasher.time_cost,
+        memory_cost=_hasher.memory_cost,
+        parallelism=_hasher.parallelism,
+        hash_len=32,
+        type=Type.ID,
+    )

@@ -285,8 +285,11 @@ class Dispatcher:
         if spec.auth == "required":
             if not session.authenticated:
                 raise E.NotAuthenticated()
+            if not spec.setup and session.setup_only:
+                raise E.SetupRequired()  # before the roles: an admin's too (API.md §4)
             if not has_any(session.granted, spec.roles):
                 raise E.NotAuthorized()
+        values: dict[str, Any] | None = None
         try:
             values = bind_params(method, args, kwargs)
             result = await method.func(ctx, **values)
@@ -296,7 +299,7 @@ class Dispatcher:
                     "METHOD_CALL",
                     session,
                     success=False,
-                    description=f"call {method.name}",
+                    description=_audit_description(method, values),
                     method=method.name,
                     error=E.errname(getattr(exc, "errno", E.EINVAL)),
                 )
@@ -306,7 +309,7 @@ class Dispatcher:
                 "METHOD_CALL",
                 session,
                 success=True,
-                description=f"call {method.name}",
+                description=_audit_description(method, values),
                 method=method.name,
             )
         try:
@@ -315,3 +318,16 @@ class Dispatcher:
             # The method broke its own result model: a bug (-32603), not the caller's fault.
             raise RuntimeError(f"{method.name} returned an invalid result") from exc
         return dumped["result"]
+
+
+def _audit_description(method: RegisteredMethod, values: dict[str, Any] | None) -> str:
+    """The METHOD_CALL entry's description: the method's ``audit`` text (``call NAME`` by
+    default) and its ``audit_extended`` part when the parameters were valid."""
+    spec = method.spec
+    text = spec.audit if isinstance(spec.audit, str) else f"call {method.name}"
+    if spec.audit_extended is not None and values is not None:
+        try:
+            text = f"{text} {spec.audit_extended(**values)}"
+        except Exception:
+            logger.exception("audit_extended of %s failed", method.name)
+    return text

@@ -101,6 +101,13 @@ class NotAuthorized(CallError):
         super().__init__("Not authorized", EACCES)
 
 
+class SetupRequired(CallError):
+    """A setup-only session called a method outside its setup calls (API.md §4)."""
+
+    def __init__(self) -> None:
+        super().__init__("Two-factor authentication must be set up first", EACCES)
+
+
 class MethodNotFound(Exception):
     """Unknown or private method (JSON-RPC code -32601)."""
 

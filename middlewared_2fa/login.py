@@ -16,9 +16,50 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from middlewared_2fa.errors import ValidationErrors
+from middlewared_2fa.session import Credentials, Level
 
 #: ``(ctx, data) -> login_ex answer`` of a mechanism.
 Handler = Callable[..., Awaitable[dict[str, Any]]]
+#: ``(ctx, user, value) -> StepProof | None`` of a verifier.
+VerifierHandler = Callable[..., Awaitable["StepProof | None"]]
+#: The login steps whose field a verifier may accept (API.md §3).
+STEPS = ("PASSWORD_PLAIN", "OTP_TOKEN")
+
+
+@dataclass(slots=True, frozen=True)
+class StepProof:
+    """What a verifier's credential proved (``Service.Config.verifiers``).
+
+    Attributes:
+        credentials: The session's credential type (``LOGIN_TWOFACTOR`` for a recovery
+            code, ``LOGIN_ONETIME_PASSWORD`` for a one-time password; API.md §9).
+        level: ``LEVEL_2`` when it completes two factors.
+        description: Audit description of the login (never the credential).
+        second_factor: ``credentials_data.second_factor`` of the session
+            (``RECOVERY_CODE``), or None.
+        setup_only: The session may only set up a second factor (API.md §4, §10).
+        attributes: ``account_attributes`` the session adds (``OTPW``,
+            ``PASSWORD_CHANGE_REQUIRED``).
+        reconnect_token: Whether ``login_options.reconnect_token`` may give one.
+    """
+
+    credentials: Credentials
+    level: Level
+    description: str
+    second_factor: str | None = None
+    setup_only: bool = False
+    attributes: tuple[str, ...] = ()
+    reconnect_token: bool = True
+
+
+@dataclass(slots=True, frozen=True)
+class RegisteredVerifier:
+    """A verifier in the registry."""
+
+    step: str
+    name: str
+    handler: VerifierHandler
+    order: int
 
 
 class MechanismError(ValueError):
@@ -40,6 +81,26 @@ class MechanismRegistry:
 
     def __init__(self) -> None:
         self._by_name: dict[str, Registered] = {}
+        self._verifiers: list[RegisteredVerifier] = []
+
+    def add_verifier(
+        self, step: str, name: str, handler: VerifierHandler, *, order: int = 0
+    ) -> None:
+        """Add a verifier of login step ``step`` (``PASSWORD_PLAIN`` or ``OTP_TOKEN``).
+
+        Raises:
+            MechanismError: an unknown step, or ``name`` declared for it already.
+        """
+        if step not in STEPS:
+            raise MechanismError(f"verifier {name}: step must be one of {', '.join(STEPS)}")
+        if any(v.step == step and v.name == name for v in self._verifiers):
+            raise MechanismError(f"verifier {name} of {step} is declared twice")
+        self._verifiers.append(RegisteredVerifier(step, name, handler, order))
+        self._verifiers.sort(key=lambda v: v.order)
+
+    def verifiers(self, step: str) -> list[RegisteredVerifier]:
+        """The verifiers of ``step``, lowest order first."""
+        return [v for v in self._verifiers if v.step == step]
 
     def register(
         self, name: str, model: type[BaseModel], handler: Handler, *, starts_login: bool = True

@@ -23,6 +23,7 @@ from middlewared_2fa.api import (
     RegisteredMethod,
     Role,
     Service,
+    Verifier,
     collect_methods,
 )
 from middlewared_2fa.clock import Clock, SystemClock
@@ -62,6 +63,7 @@ def _config(cls: type[Service]) -> _PluginConfig:
         hooks=tuple(getattr(raw, "hooks", base.hooks)),
         publishes=tuple(getattr(raw, "publishes", base.publishes)),
         mechanisms=tuple(getattr(raw, "mechanisms", base.mechanisms)),
+        verifiers=tuple(getattr(raw, "verifiers", base.verifiers)),
     )
 
 
@@ -75,6 +77,7 @@ class _PluginConfig:
     hooks: tuple[Hook, ...]
     publishes: tuple[str, ...]
     mechanisms: tuple[Mechanism, ...]
+    verifiers: tuple[Verifier, ...]
 
 
 def _register_roles(cls: type[Service], config: _PluginConfig) -> None:
@@ -213,6 +216,8 @@ class Middleware:
             self.services[config.namespace] = service
             self._by_class[cls] = service
             for method in collect_methods(service):
+                if method.name in self.methods:
+                    raise StartupError(f"{cls.__name__}: method {method.name} is defined twice")
                 self.methods[method.name] = method
             for hook in config.hooks:
                 self.hooks.register(
@@ -225,6 +230,16 @@ class Middleware:
                         mechanism.model,
                         _bound(service, mechanism.method, "mechanism"),
                         starts_login=mechanism.starts_login,
+                    )
+                except MechanismError as exc:
+                    raise StartupError(f"{cls.__name__}: {exc}") from None
+            for verifier in config.verifiers:
+                try:
+                    self.mechanisms.add_verifier(
+                        verifier.step,
+                        verifier.name,
+                        _bound(service, verifier.method, "verifier"),
+                        order=verifier.order,
                     )
                 except MechanismError as exc:
                     raise StartupError(f"{cls.__name__}: {exc}") from None

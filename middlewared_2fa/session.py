@@ -69,6 +69,11 @@ class Identity:
         generation: The account's credential generation the login was checked against.
         proof: This session's own login.
         parent: For ``TOKEN``: the login the token descends from (never a token itself).
+        setup_only: The session may only set up a second factor (API.md §4 ``enforce``,
+            §10): the dispatcher refuses every method not declared ``setup=True``.
+        attributes: ``account_attributes`` of this session besides the account's own
+            (``OTPW``, ``PASSWORD_CHANGE_REQUIRED``).
+        second_factor: ``credentials_data.second_factor`` (``RECOVERY_CODE``), or None.
     """
 
     user_id: int | None
@@ -79,6 +84,9 @@ class Identity:
     generation: int = 0
     proof: Proof | None = None
     parent: Proof | None = None
+    setup_only: bool = False
+    attributes: tuple[str, ...] = ()
+    second_factor: str | None = None
     _granted: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -155,6 +163,11 @@ class Session:
     @property
     def username(self) -> str | None:
         return self.identity.username if self.identity else None
+
+    @property
+    def setup_only(self) -> bool:
+        """Logged in, but only to set up a second factor (API.md §4 ``enforce``, §10)."""
+        return self.identity is not None and self.identity.setup_only
 
 
 class Endpoint(Protocol):
@@ -428,6 +441,8 @@ def describe(session: Session, *, current: bool) -> dict[str, Any]:
         "login_id": identity.proof.login_id,
         "login_at": identity.proof.login_at,
     }
+    if identity.second_factor is not None:
+        data["second_factor"] = identity.second_factor
     if identity.credentials == "TOKEN" and identity.parent is not None:
         data["parent"] = {
             "credentials": identity.parent.credentials,

@@ -37,7 +37,8 @@ class CoreService(Service):
     @api_method(CoreGetMethodsArgs, CoreGetMethodsResult, auth="none")
     async def get_methods(self, ctx: CallContext) -> dict[str, dict[str, Any]]:
         """Methods this session may call: ``{name: {description, accepts, returns, roles,
-        authentication_required}}`` with JSON Schemas of the parameters and result."""
+        authentication_required}}`` with JSON Schemas of the parameters and result (a
+        setup-only session's calls only, API.md §4)."""
         session = ctx.session
         out: dict[str, dict[str, Any]] = {}
         for name, method in sorted(self.middleware.methods.items()):
@@ -45,7 +46,9 @@ class CoreService(Service):
             if spec.private:
                 continue
             if spec.auth == "required" and (
-                not session.authenticated or not has_any(session.granted, spec.roles)
+                not session.authenticated
+                or not has_any(session.granted, spec.roles)
+                or (session.setup_only and not spec.setup)
             ):
                 continue
             out[name] = {
@@ -57,7 +60,7 @@ class CoreService(Service):
             }
         return out
 
-    @api_method(CoreSubscribeArgs, CoreSubscribeResult, roles=[])
+    @api_method(CoreSubscribeArgs, CoreSubscribeResult, roles=[], setup=True)
     async def subscribe(self, ctx: CallContext, event: str) -> str:
         """Subscribe to ``collection_update`` notifications of ``event``.
 
@@ -69,7 +72,7 @@ class CoreService(Service):
             raise NotAuthorized()
         return self.middleware.events.subscribe(ctx.connection, event)
 
-    @api_method(CoreUnsubscribeArgs, BoolResult, roles=[])
+    @api_method(CoreUnsubscribeArgs, BoolResult, roles=[], setup=True)
     async def unsubscribe(self, ctx: CallContext, id: str) -> bool:
         """Cancel a subscription of this connection; False when ``id`` is not one."""
         if ctx.connection is None:

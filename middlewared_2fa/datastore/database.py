@@ -263,6 +263,42 @@ class Database:
             self._flusher = asyncio.create_task(self._flush(), name="sqlite group commit")
         return await future
 
+    async def write_atomic(
+        self, statements: Sequence[tuple[str, Sequence[Any], bool]]
+    ) -> list[tuple[int, int | None]] | None:
+        """Run several data-changing statements as one transaction: all or none.
+
+        Args:
+            statements: ``(sql, parameters, required)``; a ``required`` statement that
+                changes no row (the row it guards moved on) rolls the whole transaction
+                back.
+
+        Returns:
+            ``(rowcount, lastrowid)`` of each statement, or None when a required one
+            changed nothing (nothing was written).
+
+        Raises:
+            sqlite3.Error: a statement or the commit failed (nothing was written).
+        """
+        async with self._lock:
+            conn = self.conn
+            counts: list[tuple[int, int | None]] = []
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, parameters, required in statements:
+                    cursor = await conn.execute(sql, tuple(parameters))
+                    if required and cursor.rowcount < 1:
+                        await conn.execute("ROLLBACK")
+                        return None
+                    counts.append((cursor.rowcount, cursor.lastrowid))
+                await conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(Exception):
+                        await conn.execute("ROLLBACK")
+                raise
+            return counts
+
     async def _flush(self) -> None:
         """Commit pending writes, group by group, until none is left."""
         try:

@@ -254,6 +254,27 @@ class UserRepository:
         )
         return generation + 1 if rowcount == 1 else None
 
+    def set_totp_statement(
+        self,
+        user_id: int,
+        generation: int,
+        encrypted_secret: str,
+        interval: int,
+        digits: int,
+        last_step: int | None,
+        *,
+        caller: tuple[int, int] | None = None,
+    ) -> tuple[str, tuple[Any, ...]]:
+        """The guarded UPDATE of :meth:`set_totp_guarded` (with ``last_step`` as the
+        used step of the new seed) as ``(sql, parameters)``, for a plugin's
+        ``Database.write_atomic`` transaction (``user.twofactor_confirm``)."""
+        where, params = self._guard(user_id, generation, caller)
+        return (
+            "UPDATE users SET totp_secret = ?, totp_interval = ?, totp_digits = ?, "
+            f"totp_last_step = ?, generation = generation + 1 {where}",
+            (encrypted_secret, interval, digits, last_step, *params),
+        )
+
     async def lock(self, user_id: int) -> int | None:
         """Lock the account (too many failures, API.md §3) and bump its generation.
 

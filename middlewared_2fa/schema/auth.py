@@ -185,6 +185,11 @@ class SessionCredentialsData(Out):
     username: str
     login_id: str
     login_at: DateOut | None = Field(None, description="absent for TOKEN sessions")
+    second_factor: str | None = Field(
+        None,
+        description='"RECOVERY_CODE" or "WEBAUTHN" when the login used one (API.md §10, §12)',
+        exclude_if=lambda value: value is None,
+    )
     parent: ParentCredentials | None = Field(
         None,
         description="the login a token came from (TOKEN sessions only)",

@@ -17,6 +17,10 @@ class TwoFactorAuthEntry(Out):
     window: int = Field(description="accepted time steps before and after the current one")
     services: TwoFactorServices
     issuer: str = Field(description="issuer shown by authenticator apps (ext)")
+    enforce: bool = Field(
+        description="every user must use two factors; users without one get setup-only "
+        "sessions (ext, API.md §4)"
+    )
 
 
 class TwoFactorServicesUpdate(Model):
@@ -30,6 +34,11 @@ class TwoFactorAuthUpdate(Model):
     window: int = Field(0, ge=0, le=10, description="time steps accepted on each side (0..10)")
     services: TwoFactorServicesUpdate = Field(default_factory=TwoFactorServicesUpdate)
     issuer: str = Field("middlewared-2fa", min_length=1, max_length=64)
+    enforce: bool = Field(
+        False,
+        description="every user must use two factors (needs enabled; turning it on needs "
+        "a LEVEL_2 or Unix-socket session)",
+    )
 
     @field_validator("issuer")
     @classmethod

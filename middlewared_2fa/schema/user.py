@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 
 from middlewared_2fa.schema.auth import RoleName
 from middlewared_2fa.schema.common import (
+    DateOut,
     EntryId,
     Model,
     Out,
@@ -78,6 +79,16 @@ class UserTwofactorConfig(Out):
     secret_configured: bool
     interval: int = Field(description="seconds")
     otp_digits: int
+    recovery_codes_remaining: int = Field(0, description="unused recovery codes (ext, API.md §10)")
+
+
+class PendingEnrolment(Out):
+    """A staged secret waiting for ``user.twofactor_confirm`` (API.md §4)."""
+
+    provisioning_uri: str = Field(description="otpauth:// URI of the pending secret")
+    interval: int = Field(description="seconds")
+    otp_digits: int
+    expires_at: DateOut = Field(description="when the pending secret is discarded")
 
 
 class UserRenewEntry(UserEntry):
@@ -141,6 +152,9 @@ class UserTwofactorConfigResult(Out):
 class QrOptions(Model):
     format: Literal["svg", "png"] = "svg"
     scale: int = Field(4, ge=1, le=20, description="pixels (or SVG units) per module")
+    pending: bool = Field(
+        False, description="draw the pending secret of user.twofactor_enroll (ext)"
+    )
 
 
 class UserTwofactorQrArgs(Model):
@@ -160,3 +174,31 @@ class UserTwofactorQrResult(Out):
 class UserVerifyTwofactorTokenArgs(Model):
     username: str = Field(max_length=256)
     token: str = Field(description="TOTP code; ASCII whitespace is ignored")
+
+
+class UserTwofactorEnrollArgs(Model):
+    username: str = Field(max_length=256)
+    twofactor_options: TwoFactorOptions = Field(default_factory=TwoFactorOptions)
+
+
+class UserTwofactorEnrollResult(Out):
+    result: PendingEnrolment
+
+
+class UserTwofactorConfirmArgs(Model):
+    username: str = Field(max_length=256)
+    token: str = Field(
+        max_length=64, description="TOTP code of the pending secret; ASCII whitespace ignored"
+    )
+
+
+class UserTwofactorConfirmResult(Out):
+    result: UserTwofactorConfig
+
+
+class UserTwofactorRecoveryCodesArgs(Model):
+    username: str = Field(max_length=256)
+
+
+class UserTwofactorRecoveryCodesResult(Out):
+    result: list[str] = Field(description="10 new recovery codes, shown once (API.md §10)")

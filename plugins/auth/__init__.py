@@ -26,6 +26,7 @@ from middlewared_2fa.datastore.repositories import UserRow
 from middlewared_2fa.errors import EINVAL, EPERM, CallError
 from middlewared_2fa.filters import filter_list
 from middlewared_2fa.log import redact
+from middlewared_2fa.login import StepProof
 from middlewared_2fa.middleware import Middleware
 from middlewared_2fa.roles import has_any, holds_all
 from middlewared_2fa.schema.auth import (
@@ -63,6 +64,7 @@ from middlewared_2fa.session import (
 
 from ..alert import AlertService
 from ..auth_twofactor import TwoFactorService
+from ..auth_twofactor.repository import TwoFactorConfigRow
 from .throttle import MIGRATIONS, AccountThrottle, Attempt, AuthSettings
 
 logger = logging.getLogger(__name__)
@@ -73,11 +75,18 @@ LOCKED_ALERT = "AccountLocked"
 PENDING_OTP_TTL = 300.0
 #: Lifetime of a reconnect token (API.md §3), seconds.
 RECONNECT_TOKEN_TTL = 600.0
-_DESCRIPTIONS: dict[str, str] = {
-    "LOGIN_PASSWORD": "password login",
-    "LOGIN_TWOFACTOR": "password and OTP login",
-    "TOKEN": "token login",
-}
+#: The password step's proof: a password alone.
+PASSWORD_ONLY = StepProof("LOGIN_PASSWORD", "LEVEL_1", "password login")
+#: ... with ``enforce`` on and no second factor yet (API.md §4).
+PASSWORD_SETUP_ONLY = StepProof(
+    "LOGIN_PASSWORD",
+    "LEVEL_1",
+    "password login; setup-only session (two-factor authentication is enforced)",
+    setup_only=True,
+    reconnect_token=False,
+)
+#: The OTP step's proof with a right TOTP code.
+PASSWORD_AND_TOTP = StepProof("LOGIN_TWOFACTOR", "LEVEL_2", "password and OTP login")
 
 
 @dataclass(slots=True)
@@ -107,6 +116,7 @@ class AuthService(Service):
         hooks = (
             Hook("user.post_change", "_user_changed"),
             Hook("user.unlocked", "_user_unlocked"),
+            Hook("auth.twofactor.post_update", "_twofactor_updated"),
         )
         # It also runs user.post_change when it locks an account (the user plugin's point).
         publishes = ("auth.clock_hint",)
@@ -199,7 +209,7 @@ class AuthService(Service):
         continues one)."""
         return self.middleware.mechanisms.choices
 
-    @api_method(AuthMeArgs, AuthMeResult, roles=[])
+    @api_method(AuthMeArgs, AuthMeResult, roles=[], setup=True)
     async def me(self, ctx: CallContext) -> dict[str, Any]:
         """The logged-in user: ``{id, pw_name, full_name, roles, account_attributes,
         credentials, two_factor_config}`` (no secret, no URI)."""
@@ -235,7 +245,7 @@ class AuthService(Service):
         redact(token)
         return token
 
-    @api_method(AuthLogoutArgs, BoolResult, roles=[])
+    @api_method(AuthLogoutArgs, BoolResult, roles=[], setup=True)
     async def logout(self, ctx: CallContext) -> bool:
         """End the session's login; the connection stays open and the tokens this
         session made end. Returns true."""
@@ -322,7 +332,16 @@ class AuthService(Service):
         except BaseException:
             self.throttle.refund(attempt)  # the queue was full: nothing was checked
             raise
-        if not ok or user is None:
+        alternative: StepProof | None = None
+        if not ok and usable and user is not None:
+            # A credential typed as the password (a one-time password, API.md §10):
+            # asked only after the hash, so a wrong one costs the same time.
+            try:
+                alternative = await self._ask_verifiers(ctx, "PASSWORD_PLAIN", user, data.password)
+            except BaseException:
+                self.throttle.refund(attempt)
+                raise
+        if (not ok and alternative is None) or user is None:
             await self._failed(
                 ctx, attempt, user, data.username, "wrong username or password, or account locked"
             )
@@ -330,6 +349,15 @@ class AuthService(Service):
         # Only a verified password is worth masking: registering every attempt would let
         # anyone blank out chosen words in the log (the registry is bounded and FIFO).
         redact(data.password)
+        if alternative is not None:
+            return await self._establish(
+                ctx,
+                user,
+                attempt,
+                proof=alternative,
+                generation=user.generation,
+                options=data.login_options,
+            )
         config = await self._twofactor.get_config()
         if config.enabled and user.totp_secret is not None:
             # A right password that leads to the OTP step neither counts nor resets.
@@ -352,8 +380,7 @@ class AuthService(Service):
             ctx,
             user,
             attempt,
-            credentials="LOGIN_PASSWORD",
-            level="LEVEL_1",
+            proof=PASSWORD_SETUP_ONLY if config.enabled and config.enforce else PASSWORD_ONLY,
             generation=user.generation,
             options=data.login_options,
         )
@@ -384,18 +411,25 @@ class AuthService(Service):
                 session.pending = None
             raise CallError("OTP_TOKEN: no authentication in progress", EINVAL)
         check = await self._twofactor.check_code(user, data.otp_token)
-        if check.ok and (session.pending is pending or last_try):
+        proof: StepProof | None = PASSWORD_AND_TOTP if check.ok else None
+        if proof is None and (session.pending is pending or last_try):
+            # A recovery code typed as the code (API.md §10).
+            try:
+                proof = await self._ask_verifiers(ctx, "OTP_TOKEN", user, data.otp_token)
+            except BaseException:
+                self.throttle.refund(attempt)
+                raise
+        if proof is not None and (session.pending is pending or last_try):
             session.pending = None
             return await self._establish(
                 ctx,
                 user,
                 attempt,
-                credentials="LOGIN_TWOFACTOR",
-                level="LEVEL_2",
+                proof=proof,
                 generation=pending.generation,
                 options=data.login_options,
             )
-        if check.ok:  # a new password step abandoned this one meanwhile
+        if proof is not None:  # a new password step abandoned this one meanwhile
             self.throttle.refund(attempt)
             await self._fail_quietly(ctx, user.username, "OTP step abandoned before it finished")
             return {"response_type": "AUTH_ERR"}
@@ -443,7 +477,8 @@ class AuthService(Service):
             return {"response_type": "AUTH_ERR"}
         if token.parent.level != "LEVEL_2" and await self._second_factor_applies(user):
             # The parent login no longer satisfies the user (API.md §9): e.g. a
-            # password-only session from before the user had a secret under global 2FA.
+            # password-only session from before the user had a secret under global 2FA,
+            # or from before ``enforce`` (API.md §4).
             await self._fail_quietly(
                 ctx, user.username, "token of a login without the second factor now required"
             )
@@ -452,8 +487,7 @@ class AuthService(Service):
             ctx,
             user,
             None,
-            credentials="TOKEN",
-            level=token.parent.level,
+            proof=StepProof("TOKEN", token.parent.level, "token login"),
             generation=token.generation,
             options=data.login_options,
             parent=token.parent,
@@ -462,8 +496,20 @@ class AuthService(Service):
     # -- helpers ---------------------------------------------------------------------
 
     async def _second_factor_applies(self, user: UserRow) -> bool:
+        """Global 2FA is on and the user has a second factor, or ``enforce`` is on."""
         config = await self._twofactor.get_config()
-        return bool(config.enabled and user.totp_secret is not None)
+        return bool(config.enabled and (user.totp_secret is not None or config.enforce))
+
+    async def _ask_verifiers(
+        self, ctx: CallContext, step: str, user: UserRow, value: str
+    ) -> StepProof | None:
+        """The first proof a verifier of ``step`` finds in ``value`` (which it then
+        used up), or None (``Service.Config.verifiers``)."""
+        for verifier in self.middleware.mechanisms.verifiers(step):
+            proof = await verifier.handler(ctx, user, value)
+            if proof is not None:
+                return proof
+        return None
 
     def _proof(self, credentials: Credentials, level: Level) -> Proof:
         return Proof(credentials, level, secrets.token_hex(8), self.middleware.clock.time())
@@ -474,8 +520,7 @@ class AuthService(Service):
         user: UserRow,
         attempt: Any,
         *,
-        credentials: Credentials,
-        level: Level,
+        proof: StepProof,
         generation: int,
         options: Any,
         parent: Proof | None = None,
@@ -494,11 +539,14 @@ class AuthService(Service):
                 fresh.id,
                 fresh.username,
                 list(fresh.roles),
-                credentials,
-                level=level,
+                proof.credentials,
+                level=proof.level,
                 generation=generation,
-                proof=self._proof(credentials, level),
+                proof=self._proof(proof.credentials, proof.level),
                 parent=parent,
+                setup_only=proof.setup_only,
+                attributes=proof.attributes,
+                second_factor=proof.second_factor,
             )
             try:
                 ctx.login(identity)
@@ -511,22 +559,26 @@ class AuthService(Service):
             return {"response_type": "AUTH_ERR"}
         await self.throttle.reset(user.id)
         await self.middleware.audit(
-            "AUTHENTICATION", ctx.session, success=True, description=_DESCRIPTIONS[credentials]
+            "AUTHENTICATION", ctx.session, success=True, description=proof.description
         )
-        return await self._success(ctx, identity, options)
+        return await self._success(ctx, identity, options, reconnect=proof.reconnect_token)
 
-    async def _success(self, ctx: CallContext, identity: Identity, options: Any) -> dict[str, Any]:
-        reconnect: str | None = None
-        if options.reconnect_token:
-            reconnect = self.middleware.sessions.issue_token(
+    async def _success(
+        self, ctx: CallContext, identity: Identity, options: Any, *, reconnect: bool = True
+    ) -> dict[str, Any]:
+        """The SUCCESS answer. No reconnect token for a setup-only session or a
+        one-time-password login (API.md §3, §10): it would outlive the setup."""
+        token: str | None = None
+        if options.reconnect_token and reconnect and not identity.setup_only:
+            token = self.middleware.sessions.issue_token(
                 ctx.session, RECONNECT_TOKEN_TTL, origin=ctx.session.address, single_use=True
             )
-            redact(reconnect)
+            redact(token)
         return {
             "response_type": "SUCCESS",
             "user_info": await self.me_for(identity) if options.user_info else None,
             "authenticator": identity.level,
-            "reconnect_token": reconnect,
+            "reconnect_token": token,
         }
 
     async def _failed(
@@ -603,6 +655,58 @@ class AuthService(Service):
 
     # -- for other services ----------------------------------------------------------
 
+    def begin_attempt(self, user_id: int) -> Attempt:
+        """Count an authentication attempt of account ``user_id`` before checking it
+        (``user.twofactor_confirm``'s code is one, API.md §4); settle it with
+        :meth:`attempt_failed`, :meth:`attempt_succeeded` or :meth:`refund_attempt`.
+
+        Raises:
+            CallError: EBUSY "Rate Limit Exceeded" while the account cools down.
+        """
+        return self.throttle.begin(user_id)
+
+    def refund_attempt(self, attempt: Attempt) -> None:
+        """The attempt was not checked (or proved nothing): it does not count."""
+        self.throttle.refund(attempt)
+
+    async def attempt_succeeded(self, user_id: int) -> None:
+        """The user proved their factors: the failure count starts again."""
+        await self.throttle.reset(user_id)
+
+    async def attempt_failed(
+        self, ctx: CallContext, attempt: Attempt, user: UserRow, description: str
+    ) -> None:
+        """A failed authentication of ``user``: counted, audited (``description``, never
+        the input), a cool-down or the lock at the thresholds, then the failure delay."""
+        await self._failed(ctx, attempt, user, user.username, description)
+
+    async def _twofactor_updated(
+        self, ctx: CallContext, old: TwoFactorConfigRow, new: TwoFactorConfigRow
+    ) -> None:
+        """Hook ``auth.twofactor.post_update``: turning ``enforce`` on ends the sessions
+        that used one factor (password-only logins and their token sessions; API.md §4):
+        their users log in again and get setup-only sessions, or the OTP step. API-key
+        and setup-only sessions stay (the first are LEVEL_1 by design, the second can
+        only set up)."""
+        if old.enforce or not new.enforce:
+            return
+        registry = self.middleware.sessions
+        ended = 0
+        for session in list(registry.sessions()):
+            identity = session.identity
+            if (
+                identity is not None
+                and identity.user_id is not None
+                and identity.level == "LEVEL_1"
+                and identity.credentials in ("LOGIN_PASSWORD", "TOKEN")
+                and not identity.setup_only
+                and session is not ctx.session
+                and registry.end(session.id)
+            ):
+                ended += 1
+        if ended:
+            logger.info("enforce turned on: %d password-only session(s) ended", ended)
+
     async def _user_changed(
         self, ctx: CallContext, old: UserRow | None, new: UserRow | None
     ) -> None:
@@ -624,12 +728,16 @@ class AuthService(Service):
             else None
         )
         configured = bool(user and user.totp_secret)
+        attributes = ["LOCAL", "2FA"] if configured else ["LOCAL"]
+        attributes += [a for a in identity.attributes if a not in attributes]
+        if identity.setup_only:
+            attributes.append("SETUP_ONLY")
         return {
             "id": identity.user_id,
             "pw_name": identity.username,
             "full_name": user.full_name if user else identity.username,
             "roles": list(user.roles if user else identity.roles),
-            "account_attributes": ["LOCAL", "2FA"] if configured else ["LOCAL"],
+            "account_attributes": attributes,
             "credentials": identity.credentials,
             "two_factor_config": {
                 "secret_configured": configured,

@@ -29,6 +29,7 @@ from middlewared_2fa.schema.twofactor import (
     AuthTwofactorUpdateResult,
     TwoFactorAuthUpdate,
 )
+from middlewared_2fa.session import Identity
 
 from .repository import MIGRATIONS, TwoFactorConfigRepository, TwoFactorConfigRow
 from .totp import matching_step, normalize_code
@@ -94,7 +95,7 @@ class TwoFactorService(Service):
 
     @api_method(AuthTwofactorConfigArgs, AuthTwofactorConfigResult, roles=["SYSTEM_SECURITY_READ"])
     async def config(self, ctx: CallContext) -> dict[str, Any]:
-        """Global 2FA: ``{id: 1, enabled, window (steps), services: {ssh}, issuer}``."""
+        """Global 2FA: ``{id: 1, enabled, window (steps), services: {ssh}, issuer, enforce}``."""
         return self.entry(await self.get_config())
 
     @api_method(
@@ -106,18 +107,24 @@ class TwoFactorService(Service):
     async def update(
         self, ctx: CallContext, auth_twofactor_update: TwoFactorAuthUpdate
     ) -> dict[str, Any]:
-        """Change some of ``enabled``, ``window`` (0..10 steps), ``services.ssh``, ``issuer``.
+        """Change some of ``enabled``, ``window`` (0..10 steps), ``services.ssh``,
+        ``issuer``, ``enforce``.
 
-        Subscribers of the hook ``auth.twofactor.pre_update`` validate the change first
-        (the clock check when enabling, API.md §4; the SSH password rule, §5); those of
+        ``enforce`` (API.md §4) needs ``enabled`` (``enabled`` cannot go off without
+        ``enforce`` going off in the same call), and turning it on needs the caller's own
+        session to be LEVEL_2 or the Unix socket, so an administrator cannot lock
+        themself out. Subscribers of the hook ``auth.twofactor.pre_update`` validate the
+        change first (the clock check when enabling, API.md §4; the SSH password rule,
+        §5); those of
         ``auth.twofactor.post_update`` follow it (the SSH files, §8).
 
         Raises:
-            ValidationErrors: invalid values (schema) or the clock gate.
+            ValidationErrors: invalid values (schema), the clock gate, or the
+                ``enforce`` rules (on ``auth_twofactor_update.enabled`` / ``.enforce``).
         """
         given = auth_twofactor_update.model_fields_set
         old = await self.get_config()
-        new = TwoFactorConfigRow(old.enabled, old.window, old.ssh, old.issuer)
+        new = TwoFactorConfigRow(old.enabled, old.window, old.ssh, old.issuer, old.enforce)
         if "enabled" in given:
             new.enabled = auth_twofactor_update.enabled
         if "window" in given:
@@ -126,7 +133,26 @@ class TwoFactorService(Service):
             new.ssh = auth_twofactor_update.services.ssh
         if "issuer" in given:
             new.issuer = auth_twofactor_update.issuer
+        if "enforce" in given:
+            new.enforce = auth_twofactor_update.enforce
         errors = ValidationErrors()
+        if new.enforce and not new.enabled:
+            if "enabled" in given and old.enabled:
+                errors.add(
+                    "auth_twofactor_update.enabled",
+                    "Two-factor authentication is enforced; turn enforce off in the same call",
+                )
+            else:
+                errors.add(
+                    "auth_twofactor_update.enforce",
+                    "Enforcing two-factor authentication needs it enabled",
+                )
+        if new.enforce and not old.enforce and not _two_factor_session(ctx.identity):
+            errors.add(
+                "auth_twofactor_update.enforce",
+                "Log in with two factors first: enforcing two-factor authentication from "
+                "a session without them could lock you out",
+            )
         await self.middleware.hooks.run("auth.twofactor.pre_update", ctx, errors, old, new)
         errors.check()
         await self.repo.put(new)
@@ -152,6 +178,7 @@ class TwoFactorService(Service):
             "window": config.window,
             "services": {"ssh": config.ssh},
             "issuer": config.issuer,
+            "enforce": config.enforce,
         }
 
     async def check_code(self, user: UserRow, token: str) -> CodeCheck:
@@ -203,3 +230,8 @@ class TwoFactorService(Service):
         if not all(recorded):
             return CodeCheck(False, "replay")
         return CodeCheck(True, "ok")
+
+
+def _two_factor_session(identity: Identity) -> bool:
+    """A LEVEL_2 session (it proved two factors) or the Unix socket (API.md §4)."""
+    return identity.level == "LEVEL_2" or identity.credentials == "UNIX_SOCKET"

@@ -23,17 +23,24 @@ MIGRATIONS = (
         """,
         legacy=1,
     ),
+    Migration(
+        2,
+        # API.md §4 ``enforce``: every user must use two factors.
+        "ALTER TABLE twofactor_config ADD COLUMN enforce INTEGER NOT NULL DEFAULT 0;",
+    ),
 )
 
 
 @dataclass(slots=True)
 class TwoFactorConfigRow:
-    """The single row of ``twofactor_config``. ``window`` is in time steps."""
+    """The single row of ``twofactor_config``. ``window`` is in time steps; ``enforce``
+    (needs ``enabled``): users without a second factor get setup-only sessions."""
 
     enabled: bool
     window: int
     ssh: bool
     issuer: str
+    enforce: bool = False
 
 
 class TwoFactorConfigRepository:
@@ -44,13 +51,22 @@ class TwoFactorConfigRepository:
 
     async def get(self) -> TwoFactorConfigRow:
         row = await self.db.lookup(
-            "SELECT enabled, window, ssh, issuer FROM twofactor_config WHERE id = 1"
+            "SELECT enabled, window, ssh, issuer, enforce FROM twofactor_config WHERE id = 1"
         )
         assert row is not None  # inserted by migration 1 of this plugin
-        return TwoFactorConfigRow(bool(row[0]), int(row[1]), bool(row[2]), str(row[3]))
+        return TwoFactorConfigRow(
+            bool(row[0]), int(row[1]), bool(row[2]), str(row[3]), bool(row[4])
+        )
 
     async def put(self, config: TwoFactorConfigRow) -> None:
         await self.db.write(
-            "UPDATE twofactor_config SET enabled = ?, window = ?, ssh = ?, issuer = ? WHERE id = 1",
-            (int(config.enabled), config.window, int(config.ssh), config.issuer),
+            "UPDATE twofactor_config SET enabled = ?, window = ?, ssh = ?, issuer = ?, "
+            "enforce = ? WHERE id = 1",
+            (
+                int(config.enabled),
+                config.window,
+                int(config.ssh),
+                config.issuer,
+                int(config.enforce),
+            ),
         )

@@ -4,8 +4,9 @@ Secrets are 32 base32 characters (160 bits, RFC 4226 §4 R6 recommends at least 
 from the operating system's CSPRNG, stored encrypted; provisioning URIs follow the
 Key URI format (``otpauth://totp/ISSUER:NAME%40HOST?secret=...&issuer=...``).
 
-One service, :class:`UserService`, made of two mixins: :mod:`.crud` (accounts, the role
-guard, guarded writes) and :mod:`.twofactor` (the per-user secret); :mod:`.bootstrap`
+One service, :class:`UserService`, made of three mixins: :mod:`.crud` (accounts, the
+role guard, guarded writes), :mod:`.twofactor` (the per-user secret) and
+:mod:`.enrolment` (staged enrolment, its table ``twofactor_pending``); :mod:`.bootstrap`
 creates the built-in admin, :mod:`.otpauth` holds the pure URI and QR helpers.
 
 Every change of a user (by this plugin or another, e.g. ``auth`` locking an account)
@@ -22,6 +23,7 @@ from middlewared_2fa.datastore.repositories import UserRow
 
 from .bootstrap import INITIAL_PASSWORD_FILE, UserSettings, bootstrap_admin
 from .crud import UserCrud, user_entry
+from .enrolment import MIGRATIONS, UserEnrolment
 from .otpauth import SECRET_LENGTH, provisioning_uri, qr_data_uri
 from .twofactor import UserTwoFactor
 
@@ -40,7 +42,7 @@ __all__ = [
 EVENT_HOOK_ORDER = -100
 
 
-class UserService(UserCrud, UserTwoFactor, Service):
+class UserService(UserCrud, UserTwoFactor, UserEnrolment, Service):
     class Config:
         namespace = "user"
         role_prefix = ("ACCOUNT",)
@@ -49,8 +51,10 @@ class UserService(UserCrud, UserTwoFactor, Service):
             Role("ACCOUNT_WRITE", includes=("ACCOUNT_READ",)),
         )
         settings = UserSettings
+        migrations = MIGRATIONS
         hooks = (Hook("user.post_change", "_emit_query_event", order=EVENT_HOOK_ORDER),)
-        publishes = ("user.post_change", "user.unlocked")
+        # user.twofactor_config: subscribers add keys to user.twofactor_config's answer.
+        publishes = ("user.post_change", "user.unlocked", "user.twofactor_config")
 
     async def setup(self) -> None:
         self.middleware.events.declare("user.query", ["ACCOUNT_READ"], owner_field="id")

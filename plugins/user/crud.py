@@ -24,6 +24,7 @@ from middlewared_2fa.errors import (
     EPERM,
     CallError,
     NotAuthorized,
+    SetupRequired,
     ValidationError,
     ValidationErrors,
 )
@@ -225,7 +226,7 @@ class UserCrud:
         await run_post_change(ctx, None, row)
         return user_entry(row)
 
-    @api_method(UserUpdateArgs, UserEntryResult, roles=[], audit=True)
+    @api_method(UserUpdateArgs, UserEntryResult, roles=[], audit=True, setup=True)
     async def update(self, ctx: CallContext, id: int, user_update: UserUpdate) -> dict[str, Any]:
         """Change some fields of user ``id``. With ACCOUNT_WRITE any field of a user whose
         roles the caller holds; any user may change their own ``password`` alone.
@@ -235,14 +236,19 @@ class UserCrud:
         token; new roles or a lock end every session and token. Unlocking also resets the
         account's failure count (API.md §3).
 
+        A setup-only session (API.md §4) may change its own password only.
+
         Raises:
-            CallError: EACCES without the right; ENOENT unknown id; EPERM outside the
-                role guard or changing the built-in admin's name or roles.
+            CallError: EACCES without the right (or from a setup-only session, anything
+                but its own password); ENOENT unknown id; EPERM outside the role guard or
+                changing the built-in admin's name or roles.
             ValidationErrors: name taken, SSH password rule.
         """
         identity = ctx.identity
         changes = user_update.model_dump(exclude_unset=True)  # only the keys given change
         password: str | None = changes.pop("password", None)
+        if identity.setup_only and not (identity.user_id == id and password and not changes):
+            raise SetupRequired()  # a setup-only session: its own password alone (API.md §4)
         writer = has_any(identity.granted, ["ACCOUNT_WRITE"])
         if not writer and not (identity.user_id == id and not changes):
             raise NotAuthorized()  # without ACCOUNT_WRITE: the own password alone
@@ -298,6 +304,10 @@ class UserCrud:
         if generation != row.generation:
             only_password = not ({"roles", "locked"} & set(fields))
             end_derived_credentials(ctx, id, generation, keep_own=only_password)
+        own = ctx.session.identity
+        if password is not None and own is not None and own.user_id == id:
+            # The session set its own new password (after a one-time password, §10).
+            own.attributes = tuple(a for a in own.attributes if a != "PASSWORD_CHANGE_REQUIRED")
         if password is not None and row.builtin:
             # The generated first password no longer works: do not keep pointing at it.
             initial_password_path(self.middleware).unlink(missing_ok=True)

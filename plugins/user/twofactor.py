@@ -18,7 +18,7 @@ import pyotp
 
 from middlewared_2fa.api import CallContext, api_method
 from middlewared_2fa.datastore.repositories import UserRow
-from middlewared_2fa.errors import EACCES, EBUSY, EINVAL, ENOENT, EPERM, CallError
+from middlewared_2fa.errors import EACCES, EBUSY, EINVAL, ENOENT, EPERM, CallError, SetupRequired
 from middlewared_2fa.log import redact
 from middlewared_2fa.roles import has_any
 from middlewared_2fa.schema.common import BoolResult, NullResult, StrResult
@@ -65,24 +65,46 @@ class UserTwoFactor:
 
     middleware: Middleware
 
+    if TYPE_CHECKING:
+
+        async def pending_uri(self, row: UserRow) -> str | None: ...
+
     async def _named(self, ctx: CallContext, username: str, *, write_role: str | None) -> UserRow:
         """The user called ``username`` if the caller is that user (same id, so a session
         of a renamed or deleted account never reaches a new account of the same name),
         FULL_ADMIN, or holds ``write_role`` and every role of that user (role guard).
 
+        A setup-only session (API.md §4) acts on its own user only, whatever its roles.
+
         Raises:
             CallError: EPERM when not allowed (checked before existence, so names cannot
-                be probed), ENOENT when there is no such user.
+                be probed), ENOENT when there is no such user; EACCES from a setup-only
+                session naming another user.
         """
         identity = ctx.identity
         row = await self.middleware.repos.users.get_by_name(username)
         is_self = row is not None and identity.user_id == row.id
+        if identity.setup_only and not is_self:
+            raise SetupRequired()
         delegated = write_role is not None and has_any(identity.granted, [write_role])
         if not (is_self or identity.is_full_admin or delegated):
             raise CallError("Only the user themself or an administrator may do this", EPERM)
         if row is None:
             raise CallError(f"User {username[:64]!r} does not exist", ENOENT)
         role_guard(ctx, row)
+        return row
+
+    async def second_factor_target(self, ctx: CallContext, username: str) -> UserRow:
+        """The user whose second factors the caller may read or change (self, or
+        FULL_ADMIN within the role guard; a setup-only session: itself only) from a
+        session that satisfies its own second factor (API.md §9). For plugins that add
+        second factors (recovery codes, passkeys).
+
+        Raises:
+            CallError: EPERM, ENOENT, EACCES.
+        """
+        row = await self._named(ctx, username, write_role=None)
+        await self._require_second_factor_session(ctx)
         return row
 
     async def _require_second_factor_session(self, ctx: CallContext) -> None:
@@ -97,6 +119,8 @@ class UserTwoFactor:
         """
         identity = ctx.identity
         if identity.credentials == "UNIX_SOCKET" or identity.level == "LEVEL_2":
+            return
+        if identity.setup_only:  # its methods are its own user's enrolment (API.md §9)
             return
         if identity.user_id is None:
             return
@@ -126,13 +150,35 @@ class UserTwoFactor:
         return uri
 
     async def _twofactor_config(self, row: UserRow) -> dict[str, Any]:
+        """``user.twofactor_config`` of ``row``; subscribers of the hook
+        ``user.twofactor_config`` add their keys (``recovery_codes_remaining``)."""
         config = await self.middleware.service(TwoFactorService).get_config()
-        return {
+        out: dict[str, Any] = {
             "provisioning_uri": self._uri(row, config.issuer),
             "secret_configured": row.totp_secret is not None,
             "interval": row.totp_interval,
             "otp_digits": row.totp_digits,
+            "recovery_codes_remaining": 0,
         }
+        extra: list[dict[str, Any]] = await self.middleware.hooks.collect(
+            "user.twofactor_config", row
+        )
+        for part in extra:
+            out.update(part)
+        return out
+
+    async def _changed(self, ctx: CallContext, old: UserRow, user_id: int) -> UserRow:
+        """The row of ``user_id`` after a change of ``old``, with ``user.post_change``
+        run (events, the SSH OATH users file).
+
+        Raises:
+            CallError: ENOENT when the user is gone; what a subscriber raises (EIO).
+        """
+        new = await self.middleware.repos.users.get(user_id)
+        if new is None:
+            raise CallError(f"User {old.username[:64]!r} does not exist", ENOENT)
+        await run_post_change(ctx, old, new)
+        return new
 
     async def _set_secret(
         self,
@@ -168,11 +214,7 @@ class UserTwoFactor:
         end_derived_credentials(ctx, row.id, generation, keep_own=True)
         if ctx.identity.user_id == row.id:
             ctx.session.enrolled_generation = generation if encrypted is not None else None
-        new = await repos.users.get(row.id)
-        if new is None:
-            raise CallError(f"User {username[:64]!r} does not exist", ENOENT)
-        await run_post_change(ctx, row, new)
-        return new
+        return await self._changed(ctx, row, row.id)
 
     @api_method(UserRenew2faSecretArgs, UserRenew2faSecretResult, roles=[], audit=True)
     async def renew_2fa_secret(
@@ -256,17 +298,33 @@ class UserTwoFactor:
         await self._require_second_factor_session(ctx)
         return await self._twofactor_config(row)
 
-    @api_method(UserTwofactorQrArgs, UserTwofactorQrResult, roles=[])
+    @api_method(UserTwofactorQrArgs, UserTwofactorQrResult, roles=[], setup=True)
     async def twofactor_qr(
         self, ctx: CallContext, username: str, options: QrOptions
     ) -> dict[str, Any]:
         """QR code of the provisioning URI: a regular QR code (never Micro QR), error
-        correction M, as an SVG or PNG ``data:`` URI.
+        correction M, as an SVG or PNG ``data:`` URI. ``options.pending``: of the
+        pending secret of ``user.twofactor_enroll`` (API.md §4).
 
         Raises:
-            CallError: EPERM; ENOENT; EACCES; EINVAL when the user has no secret.
+            CallError: EPERM; ENOENT; EACCES; EINVAL when the user has no secret (no
+                pending one with ``pending``).
         """
-        uri = await self.provisioning_uri(ctx, username)
+        if options.pending:
+            row = await self._named(ctx, username, write_role=None)
+            await self._require_second_factor_session(ctx)
+            pending_uri: str | None = await self.pending_uri(row)
+            if pending_uri is None:
+                raise CallError(
+                    f"{username[:64]!r} has no pending two-factor secret; call "
+                    "user.twofactor_enroll first",
+                    EINVAL,
+                )
+            uri = pending_uri
+        else:
+            if ctx.identity.setup_only:
+                raise SetupRequired()  # a setup-only session sees only what it enrols
+            uri = await self.provisioning_uri(ctx, username)
         data_uri = await asyncio.to_thread(
             otpauth.qr_data_uri, uri, fmt=options.format, scale=options.scale
         )
@@ -293,13 +351,21 @@ class UserTwoFactor:
         check = await self.middleware.service(TwoFactorService).check_code(row, token)
         identity = ctx.identity
         if check.ok and identity.user_id == row.id and identity.level != "LEVEL_2":
-            self._upgrade(ctx, identity, row)
+            self._upgrade(ctx, row)
         return check.ok
 
-    def _upgrade(self, ctx: CallContext, identity: Identity, row: UserRow) -> None:
-        """Make the session LEVEL_2: a new login of the same account and generation
-        (``LOGIN_TWOFACTOR``), so a credential change in the meantime still ends it."""
-        if identity.generation != row.generation or ctx.connection is None:
+    def _upgrade(self, ctx: CallContext, row: UserRow) -> None:
+        """Make the caller's session LEVEL_2 and no longer setup-only: a new login of the
+        same account and generation (``LOGIN_TWOFACTOR``), so a credential change in the
+        meantime still ends it (API.md §4, §9). ``PASSWORD_CHANGE_REQUIRED`` stays until
+        the session sets a new password."""
+        identity = ctx.session.identity
+        if (
+            identity is None
+            or identity.user_id != row.id
+            or identity.generation != row.generation
+            or ctx.connection is None
+        ):
             return
         proof = Proof(
             "LOGIN_TWOFACTOR", "LEVEL_2", secrets.token_hex(8), self.middleware.clock.time()
@@ -312,6 +378,7 @@ class UserTwoFactor:
             level="LEVEL_2",
             generation=identity.generation,
             proof=proof,
+            attributes=tuple(a for a in identity.attributes if a != "OTPW"),
         )
         try:
             ctx.login(upgraded)

@@ -225,6 +225,7 @@ async def test_c21_renewal_replaces_secret_and_returns_new_config(
             "secret_configured": True,
             "interval": 30,
             "otp_digits": 6,
+            "recovery_codes_remaining": 0,
         }
         assert await admin.call("user.provisioning_uri", "user1") == uri1
 

@@ -241,6 +241,7 @@ async def test_c22_partial_update_keeps_other_settings_and_persists(
             "window": 2,
             "services": {"ssh": True},
             "issuer": "nas-1",
+            "enforce": False,
         }
         assert await admin.call("auth.twofactor.update", {"window": 2}) == expected
         assert await admin.call("auth.twofactor.update", {"services": {}}) == expected

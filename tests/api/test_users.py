@@ -217,6 +217,7 @@ async def test_twofactor_config_event(daemon: InProcessDaemon) -> None:
             "window": 2,
             "services": {"ssh": False},
             "issuer": "My NAS",
+            "enforce": False,
         }
 
 

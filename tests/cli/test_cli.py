@@ -64,6 +64,7 @@ def test_walkthrough_from_the_shell(midclt: Midclt, tmp_path: Path) -> None:
         "window": 0,
         "services": {"ssh": False},
         "issuer": "middlewared-2fa",
+        "enforce": False,
     }
     midclt.create_user("cli_walk", "pw-walk", secret=False)
     as_user = ["-u", midclt.daemon.url, "-U", "cli_walk", "-P", "pw-walk"]
@@ -223,6 +224,7 @@ def test_call_reads_the_parameter_list_from_stdin(midclt: Midclt) -> None:
         "secret_configured": False,
         "interval": 30,
         "otp_digits": 6,
+        "recovery_codes_remaining": 0,
     }
 
 
