@@ -137,7 +137,7 @@ class TwoFactorService(Service):
             new.enforce = auth_twofactor_update.enforce
         errors = ValidationErrors()
         if new.enforce and not new.enabled:
-            if "enabled" in given and old.enabled:
+            if old.enforce:  # enforced already: it is enabled that is turned off
                 errors.add(
                     "auth_twofactor_update.enabled",
                     "Two-factor authentication is enforced; turn enforce off in the same call",
