@@ -28,8 +28,16 @@ from pathlib import Path
 import pytest
 
 from middlewared_2fa.cli.client import Client
+from middlewared_2fa.clock import FrozenClock
 from tests.helpers.daemon import InProcessDaemon
-from tests.helpers.oath import enable_ssh_2fa, line_of, pam_oath_lines, secret_of, users_lines
+from tests.helpers.oath import (
+    enable_ssh_2fa,
+    hex_of,
+    line_of,
+    pam_oath_lines,
+    secret_of,
+    users_lines,
+)
 
 PAM_MODULE_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/lib")
 
@@ -253,3 +261,33 @@ async def test_window_changes_are_honoured(daemon: InProcessDaemon, pam: Pam) ->
         await set_window(admin, 3)
         assert await pam.authenticate(await oathtool(secret, s - 2))
         assert await pam.authenticate(await oathtool(secret, s + 3))
+
+
+async def test_staged_enrolment_switches_pam_oath_at_confirm(
+    daemon: InProcessDaemon, clock: FrozenClock, pam: Pam
+) -> None:
+    """user.twofactor_enroll leaves the users file alone (the old secret keeps working in
+    pam_oath); user.twofactor_confirm rewrites it: the old secret is refused, the code that
+    confirmed is used up for pam_oath too (API.md §8), the next code of the new one passes."""
+    path = daemon.ssh.oath_users_path
+    # The daemon checks the confirming code at pam_oath's (the real) time.
+    clock.set(time.time())
+    async with daemon.admin() as admin:
+        await enable_ssh_2fa(admin, window=1)
+        await admin.call("user.create", {"username": pam.user, "password": "pw"})
+        old = await renew(admin, pam.user)
+        pending = await admin.call("user.twofactor_enroll", pam.user)
+        new = secret_of(pending["provisioning_uri"])
+        line = line_of(path, pam.user)
+        assert line is not None and line[3] == hex_of(old)
+        s = current_step()
+        assert await pam.authenticate(await oathtool(old, s))
+        clock.set(time.time())
+        c = int(clock.time()) // 30
+        confirming = await oathtool(new, c)
+        await admin.call("user.twofactor_confirm", pam.user, confirming)
+        line = line_of(path, pam.user)
+        assert line is not None and line[3] == hex_of(new)
+        assert not await pam.authenticate(await oathtool(old, c + 1))
+        assert not await pam.authenticate(confirming)
+        assert await pam.authenticate(await oathtool(new, c + 1))

@@ -80,6 +80,7 @@ async def test_walkthrough_with_outside_tools(
             "window": 0,
             "services": {"ssh": False},
             "issuer": "middlewared-2fa",
+            "enforce": False,
         }
         created = await admin.call("user.create", {"username": username, "password": password})
         assert created["twofactor_auth_configured"] is False
@@ -103,6 +104,7 @@ async def test_walkthrough_with_outside_tools(
             "secret_configured": True,
             "interval": period,
             "otp_digits": digits,
+            "recovery_codes_remaining": 0,
         }
         assert renewed["twofactor_auth_configured"] is True
 
