@@ -158,7 +158,13 @@ class Session:
 
     @property
     def granted(self) -> frozenset[str]:
-        return self.identity.granted if self.identity else frozenset()
+        """The session's roles, expanded. A setup-only session holds none (API.md §4): a
+        FULL_ADMIN who logged in with a one-time password neither calls nor receives
+        (events) anything of others until a second factor is set up."""
+        identity = self.identity
+        if identity is None or identity.setup_only:
+            return frozenset()
+        return identity.granted
 
     @property
     def username(self) -> str | None:

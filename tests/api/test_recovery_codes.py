@@ -3,6 +3,7 @@ each accepted once in the OTP step as a second factor (LEVEL_2)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
@@ -181,3 +182,25 @@ async def test_codes_survive_a_restart(daemon: InProcessDaemon, clock: FrozenClo
     await daemon.restart()
     async with daemon.client() as c:
         assert (await otp_step(daemon, c, "rc", codes[9]))["response_type"] == "SUCCESS"
+
+
+async def test_one_code_two_connections_one_login(daemon: InProcessDaemon) -> None:
+    """The same code sent at once on two connections (both at the OTP step) logs in
+    exactly one of them."""
+    async with daemon.admin() as admin:
+        await user_with_secret(daemon, admin, "rc")
+        codes = await admin.call("user.twofactor_recovery_codes", "rc")
+    async with daemon.client() as a, daemon.client() as b:
+        for c in (a, b):
+            first = await c.call(
+                "auth.login_ex",
+                {"mechanism": "PASSWORD_PLAIN", "username": "rc", "password": "pw-rc"},
+            )
+            assert first["response_type"] == "OTP_REQUIRED"
+        answers = await asyncio.gather(
+            *(
+                c.call("auth.login_ex_continue", {"mechanism": "OTP_TOKEN", "otp_token": codes[0]})
+                for c in (a, b)
+            )
+        )
+    assert sorted(x["response_type"] for x in answers) == ["OTP_REQUIRED", "SUCCESS"]

@@ -3,6 +3,7 @@ every refusal is tried on the wire."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
@@ -355,3 +356,38 @@ async def test_turning_enforce_on_ends_password_only_sessions(
         answer = await c.call("auth.login_ex", {"mechanism": "TOKEN_PLAIN", "token": token})
         assert answer == {"response_type": "AUTH_ERR"}
     assert (await keeper.call("auth.me"))["credentials"] == "UNIX_SOCKET"
+
+
+async def test_a_setup_only_administrator_receives_only_their_own_events(
+    stack: contextlib.AsyncExitStack, daemon: InProcessDaemon
+) -> None:
+    """core.subscribe is a setup call, but the session holds no roles until a second
+    factor is set up: a FULL_ADMIN in a one-time-password session cannot subscribe to
+    alerts or sessions of others, and its user.query subscription carries only its own
+    entry (another user's creation is not seen, its own password change is)."""
+    async with daemon.root() as root:
+        lost = await root.call(
+            "user.create", {"username": "lost", "password": "pw", "roles": ["FULL_ADMIN"]}
+        )
+        otpw = await root.call("auth.generate_onetime_password", {"username": "lost"})
+        c = await connect(stack, daemon)
+        assert (await password_login(c, "lost", otpw))["response_type"] == "SUCCESS"
+        for event in ("alert.list", "auth.twofactor.config"):
+            with pytest.raises(ClientError) as err:
+                await c.call("core.subscribe", event)
+            assert err.value.errname == "EACCES", event
+        await c.call("core.subscribe", "user.query")
+        await root.call("user.create", {"username": "unseen", "password": "pw"})
+        await c.call("user.update", lost["id"], {"password": "mine-now"})
+        event = await asyncio.wait_for(c.events.get(), 10)
+        assert (event["params"]["msg"], event["params"]["id"]) == ("changed", lost["id"])
+        assert c.events.empty()
+
+
+async def test_one_onetime_password_two_connections_one_login(daemon: InProcessDaemon) -> None:
+    async with daemon.admin() as admin:
+        await admin.call("user.create", {"username": "lost", "password": "pw-lost"})
+        otpw = await admin.call("auth.generate_onetime_password", {"username": "lost"})
+    async with daemon.client() as a, daemon.client() as b:
+        answers = await asyncio.gather(*(password_login(c, "lost", otpw) for c in (a, b)))
+    assert sorted(x["response_type"] for x in answers) == ["AUTH_ERR", "SUCCESS"]
