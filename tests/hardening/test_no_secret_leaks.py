@@ -80,9 +80,51 @@ async def walk_through(url: str, unix_uri: str) -> tuple[list[str], list[Any]]:
     async with open_client(url) as c:
         await c.call("auth.login_ex", {"mechanism": "TOKEN_PLAIN", "token": token})
         await c.call("auth.login", "leaky", USER_PASSWORD, code)  # replayed code
+    # Staged enrolment, recovery codes and a one-time password (API.md §4, §10).
+    async with open_client(url) as admin:
+        await admin.login("admin", ADMIN_PASSWORD)
+        pending = await admin.call("user.twofactor_enroll", "leaky")
+        pending_uri = pending["provisioning_uri"]
+        pending_secret = pending_uri.split("secret=")[1].split("&")[0]
+        await admin.call("user.twofactor_qr", "leaky", {"pending": True})
+        digits = pending["otp_digits"]  # kept from the active secret: 8
+        pending_code = pyotp.TOTP(pending_secret, digits=digits).now()
+        await expect_error(
+            admin.call(
+                "user.twofactor_confirm",
+                "leaky",
+                str((int(pending_code) + 1) % 10**digits).zfill(digits),
+            )
+        )
+        await admin.call("user.twofactor_confirm", "leaky", pending_code)
+        recovery = await admin.call("user.twofactor_recovery_codes", "leaky")
+        onetime = await admin.call("auth.generate_onetime_password", {"username": "leaky"})
+    async with open_client(url) as c:
+        await c.login("leaky", USER_PASSWORD)
+        await c.call(
+            "auth.login_ex_continue", {"mechanism": "OTP_TOKEN", "otp_token": "zzzz-zzzz-zzzz-zzzz"}
+        )
+        done = await c.call(
+            "auth.login_ex_continue",
+            {"mechanism": "OTP_TOKEN", "otp_token": recovery[0].upper()},
+        )
+        assert done["response_type"] == "SUCCESS"
+    async with open_client(url) as c:
+        done = await c.login("leaky", onetime)
+        assert "SETUP_ONLY" in done["user_info"]["account_attributes"]
+        await expect_error(c.call("user.query"))
     async with open_client(unix_uri) as root:
         audit = await root.call("audit.query")
     return [
+        pending_uri,
+        pending_secret,
+        pending_secret.lower(),
+        pending_code,
+        onetime,
+        onetime.split("_", 1)[1],
+        *recovery,
+        *(r.replace("-", "") for r in recovery),
+        recovery[0].upper(),
         USER_PASSWORD,
         WRONG_PASSWORD,
         ADMIN_PASSWORD,
@@ -104,7 +146,7 @@ def test_no_secrets_anywhere(base: Path) -> None:
         d.stop()
     log = (base / "daemon.log").read_text()
     assert "DEBUG" in log or "INFO" in log
-    assert len(errors) == 6
+    assert len(errors) == 8
     replies = json.dumps(errors)
     audit_text = json.dumps(audit)
     assert any(e["event_data"]["description"].startswith("wrong OTP") for e in audit)
