@@ -12,9 +12,12 @@ Examples::
 
 Results go to stdout: strings, numbers, booleans and null bare, everything else as one line
 of JSON. Errors go to stderr as ``midclt2fa: REASON`` (one indented line per invalid field).
-Password and one-time code prompts appear on the controlling terminal (``/dev/tty``, as
-``getpass`` does), so stdin stays free for ``-``; without a terminal, ``-P``/``--otp`` are
-needed.
+Password and code prompts appear on the controlling terminal (``/dev/tty``, as ``getpass``
+does), so stdin stays free for ``-``; without a terminal, ``-P``/``--otp`` are needed. The
+code of the OTP step is the authenticator app's one-time code or one of the user's
+recovery codes (API.md §10), sent as typed. A login that lands in a setup-only session
+(``enforce``, or a one-time password from an administrator: API.md §4, §10) prints a note
+on stderr saying which calls that session may make.
 
 Exit status: 0 on success, 1 on every failure (usage error, error reply, failed login, no
 daemon, interrupted).
@@ -27,8 +30,10 @@ import asyncio
 import json
 import locale
 import os
+import shlex
 import sys
 import termios
+import textwrap
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -40,6 +45,8 @@ from middlewared_2fa.cli.client import Client, ClientError, ConnectError, open_c
 #: JSON-RPC code of a call error (API.md §2) and errno of "Not authenticated".
 _CALL_ERROR = -32001
 _ENOTAUTHENTICATED = 207
+#: Columns the setup-only note is wrapped to.
+_NOTE_WIDTH = 88
 
 
 def default_uri() -> str:
@@ -77,10 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-U", "--username", help="log in as this user")
     parser.add_argument(
-        "-P", "--password", help="password (asked on the terminal when -U is given without it)"
+        "-P",
+        "--password",
+        help="password, or a one-time password from an administrator (asked on the terminal "
+        "when -U is given without it)",
     )
     parser.add_argument(
-        "--otp", help="one-time code (asked on the terminal when the daemon requires one)"
+        "--otp",
+        metavar="CODE",
+        help="one-time code or recovery code (asked on the terminal when the daemon requires one)",
     )
     parser.add_argument(
         "-t", "--timeout", type=_timeout, default=60.0, help="seconds per call (default 60)"
@@ -220,16 +232,17 @@ THROTTLED = (
 )
 
 
-async def _login(client: Client, args: argparse.Namespace, stdin: TextIO) -> None:
+async def _login(client: Client, args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
+    """Log in as ``args.username``; returns the SUCCESS answer of ``auth.login_ex``."""
     try:
-        await _login_steps(client, args, stdin)
+        return await _login_steps(client, args, stdin)
     except ClientError as exc:
         if exc.errname == "EBUSY":
             raise Failure(THROTTLED) from None
         raise
 
 
-async def _login_steps(client: Client, args: argparse.Namespace, stdin: TextIO) -> None:
+async def _login_steps(client: Client, args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
     password = args.password
     if password is None:
         try:
@@ -254,10 +267,11 @@ async def _login_steps(client: Client, args: argparse.Namespace, stdin: TextIO) 
             if failure is not None:
                 notice = f"midclt2fa: {failure.removeprefix('login failed: ')}; try again\n"
             try:
-                code = await prompt(notice + "One-time code: ", echo=True)
+                code = await prompt(notice + "One-time code or recovery code: ", echo=True)
             except NoTerminal:
                 raise Failure(
-                    failure or "login failed: a one-time code is required (use --otp)"
+                    failure
+                    or "login failed: a one-time code or recovery code is required (use --otp)"
                 ) from None
             if code is None:
                 raise Failure(failure or "login cancelled: no one-time code given")
@@ -270,11 +284,12 @@ async def _login_steps(client: Client, args: argparse.Namespace, stdin: TextIO) 
             failure = await _otp_failure_text(client)
     if resp["response_type"] != "SUCCESS":
         raise Failure("login failed: wrong username, password or one-time code")
+    return dict(resp)
 
 
 async def _otp_failure_text(client: Client) -> str:
-    """Why a one-time code was refused: ``login failed: wrong one-time code``, plus the
-    clock skew when the daemon's last clock check found its clock SKEWED.
+    """Why a code was refused: ``login failed: wrong one-time code or recovery code``,
+    plus the clock skew when the daemon's last clock check found its clock SKEWED.
 
     ``system.time_sync.status`` needs an authenticated session (API.md §6), and a session
     whose OTP step failed is not logged in, except on the Unix socket for root or the
@@ -284,7 +299,9 @@ async def _otp_failure_text(client: Client) -> str:
     (administrators see the TimeSkew alert, and the audit entry of the failed step names
     the skew), and the wire contract is unchanged.
     """
-    text = "login failed: wrong one-time code"
+    # A recovery code is checked in the same step (API.md §10): a wrong or used one lands
+    # here too.
+    text = "login failed: wrong one-time code or recovery code"
     try:
         status = await client.call("system.time_sync.status", timeout=15)
     except (ClientError, ConnectionError, TimeoutError):
@@ -298,8 +315,71 @@ async def _otp_failure_text(client: Client) -> str:
     return (
         f"{text}; the daemon's clock is off by {offset:+.1f} s (local clock {side} NTP, "
         f"more than {status.get('max_offset', 30):g} s), so codes from an authenticator "
-        "app cannot match until the clock is fixed"
+        "app cannot match until the clock is fixed (a recovery code still works)"
     )
+
+
+def setup_only_note(info: dict[str, Any]) -> str | None:
+    """The note for stderr when ``info`` (the login's ``auth.me``) is a setup-only
+    session (API.md §4 ``enforce``, §10 one-time password), else None.
+
+    Such a session answers every call but its own 2FA setup with EACCES "Two-factor
+    authentication must be set up first"; the note names the calls it may make, as
+    ``midclt2fa call`` arguments. One run of ``midclt2fa`` is one session making one
+    call, so the steps are told one per run.
+    """
+    attributes = info.get("account_attributes") or []
+    if "SETUP_ONLY" not in attributes:
+        return None
+    user = shlex.quote(str(info.get("pw_name", "USER")))
+    user_id = info.get("id")
+    new_password = f"call user.update {user_id if user_id is not None else 'ID'} "
+    new_password += """'{"password": "NEW"}'"""
+    secret = bool((info.get("two_factor_config") or {}).get("secret_configured"))
+    if "OTPW" in attributes:
+        paragraphs = [
+            "logged in with a one-time password, now used up: this session may only set a "
+            "new password and set up two-factor authentication (other calls fail with "
+            "[EACCES]), and it ends with this run. Set the new password in it:",
+            f"  {new_password}",
+            (
+                "A new secret takes user.twofactor_enroll and user.twofactor_confirm in one "
+                "session, and each midclt2fa run is a session of its own: set it up in the web "
+                "UI, or have an administrator remove the current one "
+                f"(user.unset_2fa_secret {user}). Until then the current secret and recovery "
+                "codes keep working."
+                if secret
+                else "Then log in with the new password and set up two-factor authentication."
+            ),
+        ]
+    else:
+        paragraphs = [
+            f"two-factor authentication is enforced and {user} has none yet, so this session "
+            "may only set it up (other calls fail with [EACCES]). One call per midclt2fa run, "
+            "in turn:",
+            f"  1. call user.twofactor_enroll {user}: add its provisioning_uri to an "
+            "authenticator app",
+            f"  2. call user.twofactor_confirm {user} '\"CODE\"' with the app's current code",
+            "  3. log in with --otp CODE as usual",
+            "It may also call auth.me and core.*, and set a new password:",
+            f"  {new_password}",
+        ]
+    lines = []
+    for number, paragraph in enumerate(paragraphs):
+        if paragraph.startswith("  "):  # a command: never broken
+            lines.append("  " + paragraph)
+            continue
+        lines.append(
+            textwrap.fill(
+                paragraph,
+                width=_NOTE_WIDTH,
+                initial_indent="midclt2fa: note: " if number == 0 else "  ",
+                subsequent_indent="  ",
+                break_on_hyphens=False,
+                break_long_words=False,
+            )
+        )
+    return "\n".join(lines)
 
 
 def _connect_failure(uri: str, exc: ConnectError) -> Failure:
@@ -317,12 +397,20 @@ def _connect_failure(uri: str, exc: ConnectError) -> Failure:
     return Failure(f"daemon not running (cannot connect to {uri}: {exc})")
 
 
-async def run(args: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> None:
+async def run(
+    args: argparse.Namespace, stdout: TextIO, stdin: TextIO, stderr: TextIO | None = None
+) -> None:
     uri = args.uri or default_uri()
     try:
         async with open_client(uri, timeout=min(args.timeout, 10)) as client:
             if args.username:
-                await _login(client, args, stdin)
+                success = await _login(client, args, stdin)
+                info = success.get("user_info")
+                if not isinstance(info, dict):
+                    info = await client.call("auth.me", timeout=args.timeout)
+                note = setup_only_note(info)
+                if note is not None:
+                    print(note, file=stderr or sys.stderr, flush=True)
             await _command(client, args, stdout, stdin)
     except ConnectError as exc:
         raise _connect_failure(uri, exc) from None
@@ -381,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.username is None and (args.password is not None or args.otp is not None):
         parser.error("-P/--password and --otp need -U/--username")
     try:
-        asyncio.run(run(args, sys.stdout, sys.stdin))
+        asyncio.run(run(args, sys.stdout, sys.stdin, sys.stderr))
     except Failure as exc:
         print(f"midclt2fa: {exc}", file=sys.stderr)
         return 1

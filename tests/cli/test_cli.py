@@ -367,7 +367,7 @@ def test_missing_otp_without_terminal_exits_1(midclt: Midclt) -> None:
     assert (done.returncode, done.stdout, done.stderr) == (
         1,
         "",
-        "midclt2fa: login failed: a one-time code is required (use --otp)\n",
+        "midclt2fa: login failed: a one-time code or recovery code is required (use --otp)\n",
     )
 
 
@@ -419,11 +419,11 @@ def test_otp_prompt_on_terminal_asks_again_after_a_wrong_code(midclt: Midclt) ->
         "-u", midclt.daemon.url, "-U", "cli_tty", "-P", "pw-tty", "call", "auth.me"
     )
     try:
-        term.expect("One-time code: ")
+        term.expect("One-time code or recovery code: ")
         term.send("12345\n")  # too short: a wrong code, never a right one by chance
-        retry = term.expect("One-time code: ")
+        retry = term.expect("One-time code or recovery code: ")
         assert retry.startswith("12345\r\nmidclt2fa: wrong one-time code"), retry
-        assert retry.endswith("; try again\r\nOne-time code: "), retry
+        assert retry.endswith("; try again\r\nOne-time code or recovery code: "), retry
         code = _code_for(midclt, "cli_tty")
         term.send(code + "\n")
         status, rest = term.finish()

@@ -240,3 +240,20 @@ def test_method_must_be_async() -> None:
 
     with pytest.raises(ApiDefinitionError, match=r"^bad.call: must be async$"):
         collect(Bad)
+
+
+def test_the_wheel_carries_every_shipped_plugin_package() -> None:
+    """pyproject.toml lists each package folder of plugins/ (a wheel maps plugins/ to
+    middlewared_2fa._plugins): a plugin package left out would be missing when installed."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    folders = {
+        "middlewared_2fa._plugins." + p.parent.name
+        for p in (root / "plugins").glob("*/__init__.py")
+    }
+    assert folders <= listed, sorted(folders - listed)
