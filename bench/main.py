@@ -483,6 +483,78 @@ def section_otp(b: Bench) -> Section:
     return section
 
 
+# -- recovery codes ---------------------------------------------------------------------
+
+#: Users per run of the recovery-code section: each set costs ten argon2id digests.
+RECOVERY_USERS = 8
+
+
+def section_recovery(b: Bench) -> Section:
+    """Recovery codes (API.md §10): making a set and logging in with a code, next to the
+    cost of one argon2id digest (the scheme that stores them). This checkout only: a
+    "before" tree without the feature has nothing to compare."""
+    plan = b.plan
+    section = Section("recovery")
+    needed = plan.runs * RECOVERY_USERS
+    variant = b.current
+    base, users = b.state("recovery", variant, users=needed, with_secrets=True, twofactor=True)
+    generate: list[float] = []
+    otp: list[float] = []
+    digests: list[float] = []
+    failures = 0
+    for run in range(plan.runs):
+        _log(f"recovery run {run + 1}/{plan.runs}: {RECOVERY_USERS} sets, then their logins")
+        daemon = b.daemon(base, variant)
+        try:
+            out = run_load(
+                {
+                    "mode": "recovery",
+                    "cpu": b.client_cpu,
+                    "url": daemon.url,
+                    "admin": {"username": BENCH_ADMIN, "password": BENCH_PASSWORD},
+                    "users": [
+                        u[0] for u in users[run * RECOVERY_USERS : (run + 1) * RECOVERY_USERS]
+                    ],
+                    "password": BENCH_PASSWORD,
+                    "digests": 10,
+                }
+            )
+        finally:
+            daemon.stop()
+        generate += out["generate_ms"]
+        otp += out["otp_ms"]
+        digests += out["digest_ms"]
+        failures += out["failure_count"]
+    section.raw.update(generate_ms=generate, otp_ms=otp, digest_ms=digests)
+    d50, d99 = percentile(digests, 50), percentile(digests, 99)
+    g50, g99 = percentile(generate, 50), percentile(generate, 99)
+    o50, o99 = percentile(otp, 50), percentile(otp, 99)
+    section.rows += [
+        Row(
+            "user.twofactor_recovery_codes (10 codes, argon2id each)",
+            f"p50 {g50:.0f} ms, p99 {g99:.0f} ms",
+            f"one argon2id digest p50 {d50:.0f} ms, p99 {d99:.0f} ms",
+            f"p50 {g50 / d50:.1f}x one digest",
+            "p50 < 12x one digest",
+            g50 < 12 * d50 and failures == 0,
+        ),
+        Row(
+            "OTP step with a recovery code (one digest, then a durable write)",
+            f"p50 {o50:.0f} ms, p99 {o99:.0f} ms",
+            f"one argon2id digest p50 {d50:.0f} ms, p99 {d99:.0f} ms",
+            f"p50 {o50 / d50:.1f}x one digest",
+            "p50 < 1.5x one digest + 10 ms",
+            o50 < 1.5 * d50 + 10 and failures == 0,
+        ),
+    ]
+    section.details += [
+        f"{len(generate)} sets and {len(otp)} recovery-code logins over {plan.runs} runs, "
+        f"{failures} failures. The daemon and the load generator are pinned to one CPU each "
+        "(argon2id's 4 lanes then share one core in both measurements).",
+    ]
+    return section
+
+
 # -- memory -------------------------------------------------------------------------------
 
 
@@ -726,6 +798,7 @@ def section_startup(b: Bench) -> Section:
 SECTIONS: dict[str, Callable[[Bench], Section]] = {
     "rpc": section_rpc,
     "otp": section_otp,
+    "recovery": section_recovery,
     "memory": section_memory,
     "startup": section_startup,
 }
