@@ -506,7 +506,16 @@ class AuthService(Service):
         """The first proof a verifier of ``step`` finds in ``value`` (which it then
         used up), or None (``Service.Config.verifiers``)."""
         for verifier in self.middleware.mechanisms.verifiers(step):
-            proof = await verifier.handler(ctx, user, value)
+            try:
+                proof = await verifier.handler(ctx, user, value)
+            except CallError:
+                raise  # EBUSY from the hashing queue: nothing was checked
+            except Exception:
+                # A verifier's bug must not answer differently from a wrong credential
+                # (an oracle for which accounts exist): it proves nothing, and the attempt
+                # is counted and delayed like any other failure.
+                logger.exception("verifier %s of %s failed", verifier.name, step)
+                continue
             if proof is not None:
                 return proof
         return None

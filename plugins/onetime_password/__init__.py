@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 TTL = 24 * 3600.0
 ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 GROUPS, GROUP = 4, 6
-_SHAPE = re.compile(r"([1-9][0-9]{0,18})_((?:[a-z2-7]{6}-){3}[a-z2-7]{6})")
+#: ``<n>`` has at most 18 digits: every such number is a valid SQLite row id (< 2**63).
+_SHAPE = re.compile(r"([1-9][0-9]{0,17})_((?:[a-z2-7]{6}-){3}[a-z2-7]{6})")
 #: What the attribute of an unknown or locked user is called (TrueNAS's).
 ATTRIBUTE = "auth.generate_onetime_password.username"
 

@@ -58,6 +58,8 @@ RECOVERY_PROOF = StepProof(
     second_factor="RECOVERY_CODE",
 )
 _IGNORED = str.maketrans("", "", " \t\n\r\x0b\x0c-")
+#: Salt of the digest computed for a user without codes (its result is never compared).
+_NO_SET_SALT = bytes(LOOKUP_SALT_BYTES)
 
 MIGRATIONS = (
     Migration(
@@ -224,12 +226,14 @@ class RecoveryCodesService(Service):
         found = await db.fetch_one(
             "SELECT salt FROM recovery_code_sets WHERE user_id = ?", (user.id,)
         )
-        if found is None:
-            return None
-        salt = bytes(found[0])
+        # Hashed also without a set, so the time of a wrong code does not tell whether
+        # the user has recovery codes.
+        salt = bytes(found[0]) if found is not None else _NO_SET_SALT
         digest = await self.middleware.hashing.run(
             ctx.session.address, lookup_secret_digest, code, salt
         )
+        if found is None:
+            return None
         rows = await db.fetch_all(
             "SELECT position, digest FROM recovery_codes WHERE user_id = ? AND used_at IS NULL",
             (user.id,),

@@ -391,3 +391,22 @@ async def test_one_onetime_password_two_connections_one_login(daemon: InProcessD
     async with daemon.client() as a, daemon.client() as b:
         answers = await asyncio.gather(*(password_login(c, "lost", otpw) for c in (a, b)))
     assert sorted(x["response_type"] for x in answers) == ["AUTH_ERR", "SUCCESS"]
+
+
+@pytest.mark.settings(auth_failure_delay=0)
+@pytest.mark.parametrize("row_id", ["9223372036854775808", "999999999999999999"])
+async def test_a_onetime_password_shaped_guess_is_a_wrong_password(
+    daemon: InProcessDaemon, row_id: str
+) -> None:
+    """A password shaped like a one-time password with a huge or unknown id is a wrong
+    password (counted against the account), never -32603: an internal error would tell
+    which accounts exist (an unknown name gets AUTH_ERR)."""
+    guess = f"{row_id}_aaaaaa-aaaaaa-aaaaaa-aaaaaa"
+    async with daemon.admin() as admin:
+        await admin.call("user.create", {"username": "real", "password": "pw-real"})
+    for name in ("real", "nobody"):
+        async with daemon.client() as c:
+            assert await password_login(c, name, guess) == {"response_type": "AUTH_ERR"}
+    user = await daemon.mw.repos.users.get_by_name("real")
+    assert user is not None
+    assert daemon.mw.services["auth"].throttle.failures(user.id) == 1  # type: ignore[attr-defined]
