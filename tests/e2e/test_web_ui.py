@@ -290,7 +290,10 @@ def test_admin_enables_2fa_then_a_user_enrols_and_logs_in_with_a_code(
     setup = page.get_by_role("region", name="Finish Setting Up Your Authenticator")
     expect(setup.get_by_role("img", name=re.compile("QR code"))).to_be_visible()
     secret = setup.locator(".secret").inner_text().replace(" ", "")
-    assert secret == secret_of(midclt(daemon, "user.provisioning_uri", "alice"))
+    # Staged enrolment (API.md §4): the secret shown is pending, not active until confirmed.
+    assert not midclt(daemon, "user.query", [["username", "=", "alice"]])[0][
+        "twofactor_auth_configured"
+    ]
     shots.page(page, "confirm-step")
     phone = Authenticator(secret)
 
@@ -307,6 +310,7 @@ def test_admin_enables_2fa_then_a_user_enrols_and_logs_in_with_a_code(
     expect(setup).to_have_count(0)
     status = two_factor_screen(page)
     expect(status).to_contain_text("active for your account")
+    assert secret == secret_of(midclt(daemon, "user.provisioning_uri", "alice"))
     shots.page(page, "configured")
     log_out(page, "alice")
 
@@ -690,6 +694,8 @@ def test_phone_width_and_keyboard_use(
     the dialogs work from the keyboard (focus moves into a dialog, Escape closes it and
     focus returns to its button), and every form control has a label."""
     add_user(daemon, "frank")
+    # A secret already: Show QR (the active secret) and Renew (a pending one) both apply.
+    midclt(daemon, "user.renew_2fa_secret", "frank", {})
     page = open_ui(pages, daemon, width=375, height=812)
     fits = "document.documentElement.scrollWidth <= window.innerWidth"
     expect(page.get_by_label("Username")).to_be_focused()
@@ -711,19 +717,17 @@ def test_phone_width_and_keyboard_use(
     expect(settings).to_be_focused()
     expect(page.get_by_role("menu")).to_be_hidden()
 
-    configure = page.get_by_role("button", name="Configure 2FA Secret")
+    configure = page.get_by_role("button", name="Renew Secret")
     configure.focus()
     page.keyboard.press("Enter")
-    dialog = page.get_by_role("dialog", name="Configure 2FA Secret")
+    dialog = page.get_by_role("dialog", name="Renew Secret")
     expect(dialog.get_by_label("Interval")).to_be_focused()
     page.keyboard.press("Escape")
     expect(dialog).to_have_count(0)
     expect(configure).to_be_focused()
 
     configure.press("Enter")
-    page.get_by_role("dialog", name="Configure 2FA Secret").get_by_role(
-        "button", name="Configure"
-    ).click()
+    page.get_by_role("dialog", name="Renew Secret").get_by_role("button", name="Renew").click()
     setup = page.get_by_role("region", name="Finish Setting Up Your Authenticator")
     expect(setup.get_by_role("img", name=re.compile("QR code"))).to_be_visible()
     expect(

@@ -6,6 +6,11 @@
 // keeps it in sessionStorage, so a reload (or a dropped connection) logs in again with
 // TOKEN_PLAIN. Logging out deletes it; a session the server ended (close 1008, API.md §9)
 // goes back to the login screen.
+//
+// A setup-only session (account_attributes SETUP_ONLY, API.md §4, §10) may call nothing but
+// its own enrolment: it gets the setup screen only (no menus, no shared data, no token,
+// since every other call would answer EACCES) until a confirmed secret makes it a full
+// session, which then continues as after any login.
 
 import { h, replace } from './dom.js';
 import { openDialog } from './dialog.js';
@@ -16,11 +21,12 @@ import { ConnectionLost, RpcClient, RpcError, apiUrl } from './rpc.js';
 import { advancedView } from './views/advanced.js';
 import { loginView } from './views/login.js';
 import { showSetupPrompt } from './views/setup-prompt.js';
+import { setupView } from './views/setup.js';
 import { twoFactorView } from './views/twofactor.js';
+import { usersView } from './views/users.js';
 
 const TOKEN_KEY = 'middlewared-2fa.token';
 const SKIPPED_KEY = 'middlewared-2fa.setup-skipped';
-const CONFIRM_KEY = 'middlewared-2fa.confirm-pending';
 const TOKEN_TTL = 600; // seconds
 const TOKEN_REFRESH_MS = 240000; // well inside the TTL
 const ME_POLL_MS = 60000;
@@ -31,6 +37,7 @@ const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 15000];
 export const ROUTES = {
   'two-factor': { title: 'Two-Factor Authentication', view: twoFactorView },
   advanced: { title: 'Advanced Settings', view: advancedView, allowed: (app) => app.canWriteSecurity },
+  users: { title: 'Users', view: usersView, allowed: (app) => app.canReadAccounts },
 };
 
 class App {
@@ -46,6 +53,10 @@ class App {
     this.timeSyncError = null;
     this.alerts = new Map(); // uuid -> alert
     this.view = null;
+    // A staged enrolment waiting for its code (views/enrolment.js), in memory only.
+    this.enrolment = null;
+    // Offer recovery codes on the Two-Factor Authentication screen (after a new secret).
+    this.offerRecovery = false;
     this.refreshTimer = null;
     this.pollTimer = null;
     this.reconnecting = false;
@@ -69,6 +80,19 @@ class App {
 
   get canWriteSecurity() {
     return hasRole(this.roles, 'SYSTEM_SECURITY_WRITE');
+  }
+
+  get canReadAccounts() {
+    return hasRole(this.roles, 'ACCOUNT_READ');
+  }
+
+  get canWriteAccounts() {
+    return hasRole(this.roles, 'ACCOUNT_WRITE');
+  }
+
+  /** The session may only set up two-factor authentication (API.md §4). */
+  get setupOnly() {
+    return Boolean(this.me) && (this.me.account_attributes || []).includes('SETUP_ONLY');
   }
 
   get username() {
@@ -108,13 +132,46 @@ class App {
   async enter(userInfo, { fresh }) {
     this.me = userInfo || (await this.rpc.call('auth.me'));
     if (fresh) sessionStorage.removeItem(SKIPPED_KEY); // the setup prompt returns at each login
+    if (this.setupOnly) {
+      this.enterSetup();
+      return;
+    }
+    await this.startSession();
+    this.maybePromptSetup();
+  }
+
+  /** The full session: re-login token, toolbar, shared data, live updates, the screen. */
+  async startSession() {
     await this.saveToken();
+    clearInterval(this.refreshTimer);
     this.refreshTimer = setInterval(() => this.saveToken(), TOKEN_REFRESH_MS);
     this.buildToolbar();
     await this.loadShared();
     await this.subscribe();
     this.route({ quiet: true });
-    this.maybePromptSetup();
+  }
+
+  /** A setup-only session: the setup screen and Log Out, nothing else. */
+  enterSetup() {
+    this.buildToolbar();
+    this.setView(setupView(this));
+    document.title = 'Set Up Two-Factor Authentication · middlewared-2fa';
+  }
+
+  /** The setup screen confirmed a secret: the session is a full one now (API.md §4). */
+  async finishSetup() {
+    await this.refreshMe();
+    if (this.setupOnly) return; // not upgraded (changed meanwhile): the setup screen stays
+    this.offerRecovery = true;
+    this.toast(
+      this.me.two_factor_config.global_enabled
+        ? 'Two-factor authentication is set up. From now on, logging in asks for a code from your app.'
+        : 'Two-factor authentication is set up.',
+      'ok',
+    );
+    window.history.replaceState(null, '', '#/two-factor');
+    await this.startSession();
+    if (this.view && this.view.focusOffer) this.view.focusOffer();
   }
 
   async saveToken() {
@@ -136,7 +193,6 @@ class App {
     this.rpc.close();
     sessionStorage.removeItem(TOKEN_KEY);
     sessionStorage.removeItem(SKIPPED_KEY);
-    sessionStorage.removeItem(CONFIRM_KEY);
     // The next person to log in starts on the Two-Factor Authentication screen.
     window.history.replaceState(null, '', window.location.pathname + window.location.search);
     this.showLogin('You have logged out.');
@@ -149,6 +205,8 @@ class App {
     this.refreshTimer = null;
     this.pollTimer = null;
     this.me = null;
+    this.enrolment = null;
+    this.offerRecovery = false;
     this.global = null;
     this.timeSync = null;
     this.timeSyncError = null;
@@ -215,8 +273,10 @@ class App {
         }, ME_POLL_MS);
   }
 
-  onCollectionUpdate({ collection, msg, id, fields }) {
+  onCollectionUpdate(detail) {
+    const { collection, msg, id, fields } = detail;
     if (!this.me) return;
+    if (this.view && this.view.onCollectionUpdate) this.view.onCollectionUpdate(detail);
     if (collection === 'user.query') {
       if (fields && fields.username === this.username) {
         if (msg === 'removed') {
@@ -244,13 +304,13 @@ class App {
     }
     // A change of the secret ends every re-login token of the user (API.md §9): keep
     // one that matches the session as it is now.
-    if (renewToken) await this.saveToken();
-    if (!this.me.two_factor_config.secret_configured) this.setConfirmPending(false);
+    if (renewToken && !this.setupOnly) await this.saveToken();
     this.changed();
   }
 
   async refreshAll() {
     await this.refreshMe();
+    if (this.setupOnly) return; // nothing else may be read yet
     if (this.canReadSecurity) {
       try {
         this.global = await this.rpc.call('auth.twofactor.config');
@@ -267,19 +327,11 @@ class App {
     this.updateToolbar();
   }
 
-  // -- confirmation of a new secret, setup prompt -------------------------------------
-
-  get confirmPending() {
-    return Boolean(this.me) && sessionStorage.getItem(CONFIRM_KEY) === this.username;
-  }
-
-  setConfirmPending(value) {
-    if (value) sessionStorage.setItem(CONFIRM_KEY, this.username);
-    else sessionStorage.removeItem(CONFIRM_KEY);
-  }
+  // -- setup prompt --------------------------------------------------------------------
 
   maybePromptSetup() {
     const config = this.me.two_factor_config;
+    if (this.setupOnly) return;
     if (!config.setup_required || sessionStorage.getItem(SKIPPED_KEY) === this.username) return;
     showSetupPrompt(this).then((choice) => {
       if (choice === 'setup') {
@@ -373,9 +425,12 @@ class App {
     if (!this.me || !this.settingsMenu) return;
     this.settingsMenu.setItems([
       { label: 'Two-Factor Authentication', href: '#/two-factor' },
+      { label: 'Users', href: '#/users', hidden: !this.canReadAccounts },
       { label: 'Advanced Settings', href: '#/advanced', hidden: !this.canWriteSecurity },
     ]);
-    this.alertsButton.hidden = !this.canReadSecurity;
+    // A setup-only session may open no screen but the setup: only Log Out is offered.
+    this.settingsMenu.el.hidden = this.setupOnly;
+    this.alertsButton.hidden = !this.canReadSecurity || this.setupOnly;
     const count = this.alerts.size;
     const levels = new Set([...this.alerts.values()].map((a) => a.level));
     const tone = levels.has('CRITICAL') || levels.has('ERROR') ? 'badge-bad' : levels.has('WARNING') ? 'badge-warn' : '';
@@ -434,7 +489,7 @@ class App {
 
   /** Show the screen named by the URL; quiet: no message when it is not allowed. */
   route({ quiet = false } = {}) {
-    if (!this.me) return;
+    if (!this.me || this.setupOnly) return;
     const name = window.location.hash.replace(/^#\//, '');
     let route = ROUTES[name];
     if (!route || (route.allowed && !route.allowed(this))) {

@@ -110,3 +110,19 @@ export function groupSecret(secret) {
 export function clockTime(unixSeconds) {
   return new Date(unixSeconds * 1000).toLocaleTimeString();
 }
+
+/** Milliseconds since the epoch of a datetime on the wire ({"$date": ms}, API.md §2). */
+export function wireMillis(value) {
+  if (value && typeof value === 'object' && '$date' in value) return Number(value.$date);
+  return Number(value);
+}
+
+/** "00:45" local time (hours and minutes) of milliseconds since the epoch. */
+export function shortTime(millis) {
+  return new Date(millis).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+/** A name that is safe in a file name: letters, digits, ".", "_" and "-" only. */
+export function fileSafe(text) {
+  return String(text).replace(/[^A-Za-z0-9._-]+/g, '_').replace(/^\.+/, '_') || 'user';
+}

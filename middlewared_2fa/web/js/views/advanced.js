@@ -2,6 +2,8 @@
 // API.md §4), for SYSTEM_SECURITY_WRITE and FULL_ADMIN. Server validation errors
 // (-32602, data.extra = [[attribute, message, errno]]) are shown at their fields; the
 // clock check that refuses enabling 2FA on a skewed clock is explained in plain words.
+// `enforce` needs `enabled`: the switch is off and disabled while 2FA is off, so turning
+// 2FA off also turns enforce off in the same call, as the server requires.
 
 import { h, uid } from '../dom.js';
 import { describeError, fieldPath, sentence } from '../errors.js';
@@ -29,6 +31,7 @@ function windowMeaning(value) {
 export function advancedView(app) {
   const titleId = uid('global-title');
   const enabled = h('input', { type: 'checkbox', name: 'enabled' });
+  const enforce = h('input', { type: 'checkbox', name: 'enforce' });
   const windowInput = h('input', { type: 'number', name: 'window', min: 0, max: 10, step: 1, inputmode: 'numeric', class: 'input-narrow' });
   const ssh = h('input', { type: 'checkbox', name: 'ssh' });
   const issuer = h('input', { type: 'text', name: 'issuer', maxlength: 64, autocomplete: 'off', spellcheck: 'false' });
@@ -39,6 +42,16 @@ export function advancedView(app) {
       input: enabled,
       inline: true,
       help: 'Users with a secret must enter a code from their authenticator app at every login. Users without one are asked to set it up.',
+    }),
+    enforce: formField({
+      label: 'Enforce Two-Factor Authentication',
+      input: enforce,
+      inline: true,
+      help:
+        'Every user must use two factors. Users without an authenticator can then only set ' +
+        'one up after logging in with their password; nothing else works until they do. ' +
+        'Turning it on needs a session that logged in with two factors (so that you cannot ' +
+        'lock yourself out), and it ends the sessions that used a password only.',
     }),
     window: formField({
       label: 'Window',
@@ -70,6 +83,7 @@ export function advancedView(app) {
     staleNote,
     formError,
     fields.enabled.el,
+    fields.enforce.el,
     fields.window.el,
     fields['services.ssh'].el,
     fields.issuer.el,
@@ -95,6 +109,8 @@ export function advancedView(app) {
   function fill(config) {
     shown = JSON.stringify(config);
     enabled.checked = Boolean(config.enabled);
+    enforce.checked = Boolean(config.enforce);
+    enforce.disabled = !enabled.checked;
     windowInput.value = String(config.window);
     ssh.checked = Boolean(config.services && config.services.ssh);
     issuer.value = config.issuer || '';
@@ -109,6 +125,10 @@ export function advancedView(app) {
     for (const f of Object.values(fields)) f.setError(null);
   }
 
+  enabled.addEventListener('change', () => {
+    if (!enabled.checked) enforce.checked = false;
+    enforce.disabled = !enabled.checked;
+  });
   form.addEventListener('input', () => {
     dirty = true;
     windowHelp.textContent = windowMeaning(windowInput.value);
@@ -130,6 +150,7 @@ export function advancedView(app) {
     }
     const update = {
       enabled: enabled.checked,
+      enforce: enabled.checked && enforce.checked,
       window: Number(windowValue),
       services: { ssh: ssh.checked },
       issuer: issuer.value,

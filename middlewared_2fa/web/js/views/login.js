@@ -1,6 +1,8 @@
 // Sign-in: username and password, then the one-time code when the server answers
 // OTP_REQUIRED (API.md §3). The server allows 3 retries of the code: the 4th wrong code
-// answers AUTH_ERR and the password step starts over.
+// answers AUTH_ERR and the password step starts over. "Use a recovery code" switches the
+// code field to one of the user's recovery codes (API.md §10), sent the same way in
+// otp_token; wrong codes of either kind share the retries.
 
 import { h, replace } from '../dom.js';
 import { describeError } from '../errors.js';
@@ -107,37 +109,72 @@ export function loginView(app, { notice } = {}) {
     (username ? password : user).focus();
   }
 
-  function otpStep({ failures, error }) {
+  function otpStep({ failures, error, recovery = false, switched = false }) {
     busy = false;
-    const code = h('input', {
-      type: 'text',
-      name: 'otp',
-      autocomplete: 'one-time-code',
-      inputmode: 'numeric',
-      autocapitalize: 'none',
-      spellcheck: 'false',
-      maxlength: 16,
-      required: true,
-      class: 'input-code',
-    });
+    const code = recovery
+      ? h('input', {
+          type: 'text',
+          name: 'recovery-code',
+          autocomplete: 'off',
+          inputmode: 'text',
+          autocapitalize: 'none',
+          spellcheck: 'false',
+          maxlength: 64,
+          placeholder: 'abcd-efgh-ijkl-mnop',
+          required: true,
+          class: 'input-code input-recovery',
+        })
+      : h('input', {
+          type: 'text',
+          name: 'otp',
+          autocomplete: 'one-time-code',
+          inputmode: 'numeric',
+          autocapitalize: 'none',
+          spellcheck: 'false',
+          maxlength: 16,
+          required: true,
+          class: 'input-code',
+        });
     const left = OTP_ATTEMPTS - failures;
+    const attempts = `${left} ${left === 1 ? 'attempt' : 'attempts'} left.`;
+    // After a switch of the kind of code, the last failure's message would name the wrong kind.
     const errorText =
       error ||
-      (failures > 0
-        ? `Wrong or expired code. ${left} ${left === 1 ? 'attempt' : 'attempts'} left. ` +
-          'Enter the code your authenticator app shows now; if codes keep failing, check that ' +
-          "the device's clock is set automatically."
+      (failures > 0 && !switched
+        ? recovery
+          ? `Wrong or already used recovery code. ${attempts} Each recovery code works only once.`
+          : `Wrong or expired code. ${attempts} ` +
+            'Enter the code your authenticator app shows now; if codes keep failing, check that ' +
+            "the device's clock is set automatically."
         : null);
+    const switcher = h('button', {
+      type: 'button',
+      class: 'link-button',
+      text: recovery ? 'Use a code from your authenticator app' : 'Use a recovery code',
+    });
+    switcher.addEventListener('click', () => {
+      if (busy) return;
+      otpStep({ failures, recovery: !recovery, switched: true });
+    });
     const cancel = h('button', { type: 'button', class: 'button button-secondary', text: 'Cancel' });
     const form = h(
       'form',
       { class: 'form', novalidate: true },
       message('error', errorText),
-      field({
-        label: 'One-time code',
-        input: code,
-        help: 'Enter the code your authenticator app shows for this account.',
-      }),
+      recovery
+        ? field({
+            label: 'Recovery code',
+            input: code,
+            help:
+              'Enter one of the recovery codes you saved when you set up two-factor ' +
+              'authentication. Upper or lower case, spaces and hyphens do not matter.',
+          })
+        : field({
+            label: 'One-time code',
+            input: code,
+            help: 'Enter the code your authenticator app shows for this account.',
+          }),
+      h('p', { class: 'switch-row' }, switcher),
       h(
         'div',
         { class: 'form-actions form-actions-split' },
@@ -155,7 +192,7 @@ export function loginView(app, { notice } = {}) {
       if (busy) return;
       const value = code.value;
       if (!value.trim()) {
-        otpStep({ failures, error: 'Enter the one-time code.' });
+        otpStep({ failures, recovery, error: recovery ? 'Enter a recovery code.' : 'Enter the one-time code.' });
         return;
       }
       setBusy(form, true, 'Checking…');
@@ -171,24 +208,34 @@ export function loginView(app, { notice } = {}) {
         } else if (err instanceof ConnectionLost) {
           passwordStep({ error: 'The connection to the server was lost. Log in again.' });
         } else {
-          otpStep({ failures, error: loginError(err) });
+          otpStep({ failures, recovery, error: loginError(err) });
         }
         return;
       }
       if (reply.response_type === 'SUCCESS') {
         await app.enter(reply.user_info, { fresh: true });
+        if (recovery) {
+          app.toast(
+            'You logged in with a recovery code; it cannot be used again. If you lost your ' +
+              'authenticator, renew your secret now.',
+            'warn',
+          );
+        }
       } else if (reply.response_type === 'OTP_REQUIRED') {
-        otpStep({ failures: failures + 1 });
+        otpStep({ failures: failures + 1, recovery });
       } else {
         passwordStep({ error: 'Too many wrong codes. Log in again with your password.' });
       }
     });
     replace(
       card,
-      h('h1', { class: 'card-title', id: 'login-title', text: 'One-Time Code' }),
+      h('h1', { class: 'card-title', id: 'login-title', text: recovery ? 'Recovery Code' : 'One-Time Code' }),
       h('p', {
         class: 'card-subtitle',
-        text: `The account ${username} is protected by two-factor authentication.`,
+        text: recovery
+          ? `The account ${username} is protected by two-factor authentication. Lost your ` +
+            'authenticator? A recovery code takes the place of its code, once.'
+          : `The account ${username} is protected by two-factor authentication.`,
       }),
       form,
     );

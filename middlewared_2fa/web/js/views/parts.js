@@ -1,7 +1,9 @@
-// Parts shared by the screens: the server clock card and the QR code + secret block.
+// Parts shared by the screens: the server clock card, the QR code + secret block and the
+// Copy button.
 
 import { h, replace, uid } from '../dom.js';
 import { describeError } from '../errors.js';
+import { RpcError } from '../rpc.js';
 import { clockSummary, clockTime, groupSecret, parseProvisioningUri } from '../format.js';
 
 /**
@@ -61,16 +63,48 @@ export function clockCard(app) {
 }
 
 /**
- * The QR code of the provisioning URI, the key for manual entry with a copy button, and
- * which apps work. Loads user.twofactor_config and user.twofactor_qr when created.
+ * A Copy button: puts `text` on the clipboard and says so in `status` (a role=status
+ * element). Without the Clipboard API (browsers offer it only on https:// pages and on
+ * localhost) it selects `target` instead, for Ctrl+C. `what` names the thing in that
+ * message ("the key is selected").
  */
-export function secretBlock(app) {
+export function copyButton({ text, target, status, what, label = 'Copy', small = true }) {
+  const button = h('button', {
+    type: 'button',
+    class: small ? 'button button-secondary button-small' : 'button button-secondary',
+    text: label,
+  });
+  button.addEventListener('click', async () => {
+    try {
+      if (!navigator.clipboard) throw new Error('no clipboard');
+      await navigator.clipboard.writeText(typeof text === 'function' ? text() : text);
+      status.textContent = 'Copied to the clipboard.';
+    } catch (err) {
+      window.getSelection().selectAllChildren(target);
+      status.textContent = `Copying is not available here: ${what} selected, press Ctrl+C.`;
+    }
+  });
+  return button;
+}
+
+/**
+ * The QR code of the provisioning URI, the key for manual entry with a copy button, and
+ * which apps work. Without `uri`: the active secret (user.twofactor_config and
+ * user.twofactor_qr, loaded when created). With `uri`: the pending secret of a staged
+ * enrolment (user.twofactor_enroll gave the URI; user.twofactor_qr {pending: true} draws it).
+ */
+export function secretBlock(app, { uri: pendingUri } = {}) {
   const el = h('div', { class: 'secret-block', 'aria-busy': 'true' }, h('p', { class: 'muted', text: 'Loading the QR code…' }));
   const username = app.username;
-  Promise.all([
-    app.rpc.call('user.twofactor_config', [username]),
-    app.rpc.call('user.twofactor_qr', [username, { format: 'svg', scale: 5 }]),
-  ])
+  const loading = pendingUri
+    ? app.rpc
+        .call('user.twofactor_qr', [username, { pending: true, format: 'svg', scale: 5 }])
+        .then((qr) => [{ provisioning_uri: pendingUri }, qr])
+    : Promise.all([
+        app.rpc.call('user.twofactor_config', [username]),
+        app.rpc.call('user.twofactor_qr', [username, { format: 'svg', scale: 5 }]),
+      ]);
+  loading
     .then(([config, qr]) => {
       el.setAttribute('aria-busy', 'false');
       if (!config.provisioning_uri) {
@@ -85,26 +119,19 @@ export function secretBlock(app) {
     })
     .catch((err) => {
       el.setAttribute('aria-busy', 'false');
-      replace(el, h('p', { class: 'form-error', role: 'alert', text: describeError(err) }));
+      const text =
+        pendingUri && err instanceof RpcError && err.errname === 'EINVAL'
+          ? 'This new secret has expired (it waits 15 minutes for its confirmation). Start again.'
+          : describeError(err);
+      replace(el, h('p', { class: 'form-error', role: 'alert', text }));
     });
 
   function render(parts, uri, dataUri) {
     const secretId = uid('secret');
     const copyStatus = h('span', { class: 'copy-status', role: 'status' });
     const secretText = h('code', { class: 'secret', id: secretId, text: groupSecret(parts.secret) });
-    const copy = h('button', { type: 'button', class: 'button button-secondary button-small', text: 'Copy' });
+    const copy = copyButton({ text: parts.secret, target: secretText, status: copyStatus, what: 'the key is' });
     copy.setAttribute('aria-describedby', secretId);
-    copy.addEventListener('click', async () => {
-      try {
-        if (!navigator.clipboard) throw new Error('no clipboard');
-        await navigator.clipboard.writeText(parts.secret);
-        copyStatus.textContent = 'Copied to the clipboard.';
-      } catch (err) {
-        // Pages served over plain HTTP to another machine have no clipboard API.
-        window.getSelection().selectAllChildren(secretText);
-        copyStatus.textContent = 'Copying is not available here: the key is selected, press Ctrl+C.';
-      }
-    });
     const nonDefault = parts.digits !== 6 || parts.period !== 30;
     const label = parts.issuer ? `${parts.issuer}: ${parts.account}` : parts.account;
     return [

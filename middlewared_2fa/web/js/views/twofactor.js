@@ -1,24 +1,35 @@
 // The Two-Factor Authentication screen (Settings > Two-Factor Authentication): the user's
-// own 2FA status and the actions Renew Secret / Configure 2FA Secret, Show QR and Unset
-// 2FA Secret, the confirmation step after a renewal, and the server clock.
+// own 2FA status and the actions Renew Secret / Configure 2FA Secret, Show QR, recovery
+// codes and Unset 2FA Secret, the confirmation step of a new secret (staged enrolment,
+// API.md §4: enrol, scan, confirm with a code), and the server clock.
 
 import { h, replace, uid } from '../dom.js';
-import { confirmDialog, openDialog } from '../dialog.js';
+import { openDialog } from '../dialog.js';
 import { describeError } from '../errors.js';
 import { formField } from '../form.js';
+import { currentEnrolment, enrolmentCard, startEnrolment } from './enrolment.js';
 import { clockCard, secretBlock } from './parts.js';
+import { CODES_PER_SET, makeRecoveryCodes } from './recovery.js';
+
+/** At or below this many unused recovery codes the screen warns. */
+const FEW_CODES = 2;
 
 function statusOf(config, pending) {
-  if (pending && config.secret_configured) {
+  if (pending) {
+    const later = config.global_enabled
+      ? ''
+      : ' Logging in asks for codes only once an administrator enables two-factor ' +
+        'authentication globally.';
     return {
       key: 'confirming',
       tone: 'warn',
-      text: config.global_enabled
-        ? 'A new secret was created for your account and logging in already needs a code ' +
-          'from it. Finish setting up your authenticator below before you log out.'
-        : 'A new secret was created for your account. Finish setting up your authenticator ' +
-          'below: logging in will need a code from it once an administrator enables ' +
-          'two-factor authentication globally.',
+      text: config.secret_configured
+        ? 'A new secret was created for your account and waits for your confirmation below. ' +
+          'Until you confirm it, your current secret keeps working: logging in still takes ' +
+          'a code from the authenticator you use now.' + later
+        : 'A secret was created for your account and waits for your confirmation below. ' +
+          'Nothing changes for your account until you confirm it with a code from your ' +
+          'authenticator app.' + later,
     };
   }
   if (!config.global_enabled && !config.secret_configured) {
@@ -62,11 +73,14 @@ function statusOf(config, pending) {
 export function twoFactorView(app) {
   const status = h('p', { class: 'status', role: 'status' });
   const facts = h('dl', { class: 'facts' });
+  const recoveryNote = h('p', { class: 'note note-warn recovery-note', hidden: true });
   const renewButton = h('button', { type: 'button', class: 'button button-primary' });
   const qrButton = h('button', { type: 'button', class: 'button button-secondary', text: 'Show QR' });
+  const codesButton = h('button', { type: 'button', class: 'button button-secondary' });
   const unsetButton = h('button', { type: 'button', class: 'button button-danger-outline', text: 'Unset 2FA Secret' });
   const mainTitleId = uid('tfa-title');
   const confirmSlot = h('div', { class: 'confirm-slot' });
+  const offerSlot = h('div', { class: 'offer-slot' });
   const clock = clockCard(app);
   const el = h(
     'div',
@@ -78,21 +92,78 @@ export function twoFactorView(app) {
       h('h2', { class: 'card-title', id: mainTitleId, text: 'User Two-Factor Authentication' }),
       status,
       facts,
-      h('div', { class: 'card-actions' }, renewButton, qrButton, unsetButton),
+      recoveryNote,
+      h('div', { class: 'card-actions' }, renewButton, qrButton, codesButton, unsetButton),
     ),
+    offerSlot,
     confirmSlot,
     clock.el,
   );
   let confirmCard = null;
+  let offerCard = null;
+  // Unused recovery codes (user.twofactor_config.recovery_codes_remaining): null while
+  // loading; re-read when the secret changes and after a new set.
+  let recovery = null;
+  let recoveryFor = null;
+  let recoveryTicket = 0; // only the latest answer counts
+  let destroyed = false;
 
   renewButton.addEventListener('click', () => configure());
   qrButton.addEventListener('click', () => showQr());
+  codesButton.addEventListener('click', () => recoveryCodes(codesButton));
   unsetButton.addEventListener('click', () => unset());
 
-  function update() {
+  async function loadRecovery() {
     const config = app.me.two_factor_config;
-    const pending = app.confirmPending && config.secret_configured;
-    const s = statusOf(config, pending);
+    recoveryFor = JSON.stringify(config);
+    recoveryTicket += 1;
+    const ticket = recoveryTicket;
+    if (!config.secret_configured) {
+      recovery = { remaining: 0 };
+      return;
+    }
+    recovery = null;
+    let next;
+    try {
+      const answer = await app.rpc.call('user.twofactor_config', [app.username]);
+      next = { remaining: Number(answer.recovery_codes_remaining) || 0 };
+    } catch (err) {
+      next = { error: describeError(err) };
+    }
+    if (destroyed || !app.me || ticket !== recoveryTicket) return;
+    recovery = next;
+    update();
+  }
+
+  function recoveryText() {
+    if (!recovery) return 'Checking…';
+    if (recovery.error) return 'Unknown';
+    return `${recovery.remaining} of ${CODES_PER_SET} left`;
+  }
+
+  function updateRecoveryNote(config) {
+    const remaining = recovery && !recovery.error ? recovery.remaining : null;
+    if (!config.secret_configured || remaining === null || remaining > FEW_CODES) {
+      recoveryNote.hidden = true;
+      recoveryNote.textContent = '';
+      return;
+    }
+    recoveryNote.textContent =
+      remaining === 0
+        ? 'You have no recovery codes. If you lose your authenticator app, only an ' +
+          'administrator can let you in again. Make a set of recovery codes and keep it ' +
+          'somewhere safe.'
+        : `Only ${remaining} recovery ${remaining === 1 ? 'code is' : 'codes are'} left. Make ` +
+          'a new set before they run out (it replaces the codes you have now).';
+    recoveryNote.hidden = false;
+  }
+
+  function update() {
+    if (destroyed || !app.me) return;
+    const config = app.me.two_factor_config;
+    if (recoveryFor !== JSON.stringify(config)) loadRecovery(); // update() again with the answer
+    const enrolment = currentEnrolment(app);
+    const s = statusOf(config, Boolean(enrolment));
     status.className = `status status-${s.tone}`;
     status.dataset.status = s.key;
     status.textContent = s.text;
@@ -106,21 +177,35 @@ export function twoFactorView(app) {
       config.secret_configured
         ? h('dd', { text: `${config.otp_digits} digits, a new one every ${config.interval} seconds` })
         : null,
+      config.secret_configured ? h('dt', { text: 'Recovery codes' }) : null,
+      config.secret_configured ? h('dd', { class: 'recovery-count', text: recoveryText() }) : null,
     );
+    updateRecoveryNote(config);
     renewButton.textContent = config.secret_configured ? 'Renew Secret' : 'Configure 2FA Secret';
     qrButton.hidden = !config.secret_configured;
     unsetButton.hidden = !config.secret_configured;
-    if (pending && !confirmCard) {
-      confirmCard = confirmStep();
-      confirmSlot.replaceChildren(confirmCard);
-    } else if (!pending && confirmCard) {
+    codesButton.hidden = !config.secret_configured;
+    codesButton.textContent =
+      recovery && recovery.remaining > 0 ? 'New Recovery Codes' : 'Make Recovery Codes';
+    if (enrolment && !confirmCard) {
+      confirmCard = enrolmentCard(app, { onConfirmed: confirmed, onCancel: cancelled });
+      confirmSlot.replaceChildren(confirmCard.el);
+    } else if (!enrolment && confirmCard) {
       confirmCard = null;
       confirmSlot.replaceChildren();
+    }
+    const offer = app.offerRecovery && config.secret_configured && !enrolment;
+    if (offer && !offerCard) {
+      offerCard = recoveryOffer();
+      offerSlot.replaceChildren(offerCard);
+    } else if (!offer && offerCard) {
+      offerCard = null;
+      offerSlot.replaceChildren();
     }
     clock.update();
   }
 
-  // -- Renew Secret / Configure 2FA Secret ------------------------------------------------
+  // -- Renew Secret / Configure 2FA Secret: enrol, then confirm -------------------------------
 
   async function configure() {
     const config = app.me.two_factor_config;
@@ -141,11 +226,12 @@ export function twoFactorView(app) {
       body: () => [
         h('p', {
           text: renewing
-            ? 'A new secret replaces the current one at once: the codes of the authenticator ' +
-              'app you set up before stop working. You then scan a new QR code and confirm it ' +
-              'with a code.'
+            ? 'A new secret is created for your account. You scan its QR code and confirm it ' +
+              'with a code from your app; only then does it replace the current one. Until ' +
+              'you confirm it (within 15 minutes), your current secret keeps working.'
             : 'A secret is created for your account. You then scan its QR code with an ' +
-              'authenticator app and confirm it with a code.',
+              'authenticator app and confirm it with a code (within 15 minutes); nothing ' +
+              'changes for your account until you do.',
         }),
         h(
           'fieldset',
@@ -171,119 +257,85 @@ export function twoFactorView(app) {
           label: renewing ? 'Renew' : 'Configure',
           kind: 'primary',
           run: async () => {
-            await app.rpc.call('user.renew_2fa_secret', [
-              app.username,
-              { interval: Number(interval.value), otp_digits: Number(digits.value) },
-            ]);
-            return 'renewed';
+            await startEnrolment(app, { interval: Number(interval.value), otp_digits: Number(digits.value) });
+            return 'enrolled';
           },
         },
       ],
     });
-    if (result !== 'renewed') return;
-    app.setConfirmPending(true);
-    await app.refreshMe({ renewToken: true });
-    if (confirmCard) confirmCard.querySelector('h2').focus();
+    if (result !== 'enrolled') return;
+    app.offerRecovery = false;
+    confirmCard = null; // a new pending secret replaces the one shown, if any
+    confirmSlot.replaceChildren();
+    update();
+    if (confirmCard) confirmCard.focus();
   }
 
-  // -- confirmation after a renewal ---------------------------------------------------------
-
-  function confirmStep() {
-    const titleId = uid('confirm-title');
-    const code = h('input', {
-      type: 'text',
-      name: 'code',
-      autocomplete: 'one-time-code',
-      inputmode: 'numeric',
-      autocapitalize: 'none',
-      spellcheck: 'false',
-      maxlength: 16,
-      class: 'input-code',
-    });
-    const codeField = formField({
-      label: 'Code from your authenticator app',
-      input: code,
-      help: 'Enter the code the app shows now, to check that it has the new secret.',
-    });
-    const confirmButton = h('button', { type: 'submit', class: 'button button-primary', text: 'Confirm' });
-    const cancelButton = h('button', { type: 'button', class: 'button button-secondary', text: 'Cancel Setup' });
-    const form = h(
-      'form',
-      { class: 'form confirm-form', novalidate: true },
-      codeField.el,
-      h('div', { class: 'form-actions' }, cancelButton, confirmButton),
+  async function confirmed() {
+    app.offerRecovery = true;
+    // The other sessions and every re-login token of the user ended; this session is
+    // LEVEL_2 now (API.md §4, §9): keep a token that matches it.
+    await app.refreshMe({ renewToken: true });
+    app.toast(
+      app.me.two_factor_config.global_enabled
+        ? 'Two-factor authentication is set up. From now on, logging in asks for a code from your app.'
+        : 'Two-factor authentication is set up. Logging in asks for a code from your app once ' +
+            'it is enabled globally.',
+      'ok',
     );
-    const card = h(
+    update();
+    const heading = offerCard && offerCard.querySelector('h2');
+    if (heading) heading.focus();
+    else renewButton.focus();
+  }
+
+  function cancelled() {
+    update();
+    app.toast(
+      'Setup cancelled: nothing changed for your account. Delete the entry you added to your ' +
+        'authenticator app, if any.',
+    );
+    renewButton.focus();
+  }
+
+  // -- recovery codes -------------------------------------------------------------------------
+
+  async function recoveryCodes(opener) {
+    opener.disabled = true;
+    try {
+      const made = await makeRecoveryCodes(app, { remaining: recovery ? recovery.remaining || 0 : 0 });
+      if (made) {
+        app.offerRecovery = false;
+        recoveryFor = null; // re-read the count
+        update();
+      }
+    } finally {
+      opener.disabled = false;
+    }
+  }
+
+  function recoveryOffer() {
+    const titleId = uid('offer-title');
+    const make = h('button', { type: 'button', class: 'button button-primary', text: 'Make Recovery Codes' });
+    const later = h('button', { type: 'button', class: 'button button-secondary', text: 'Not Now' });
+    make.addEventListener('click', () => recoveryCodes(make));
+    later.addEventListener('click', () => {
+      app.offerRecovery = false;
+      update();
+      codesButton.focus();
+    });
+    return h(
       'section',
       { class: 'card card-highlight', 'aria-labelledby': titleId },
-      h('h2', { class: 'card-title', id: titleId, tabindex: '-1', text: 'Finish Setting Up Your Authenticator' }),
-      h('ol', { class: 'steps' },
-        h('li', { text: 'Scan the QR code with your authenticator app, or enter the key by hand.' }),
-        h('li', { text: 'Enter the code the app shows to confirm that it works.' }),
-      ),
-      secretBlock(app),
-      form,
+      h('h2', { class: 'card-title', id: titleId, tabindex: '-1', text: 'Save Recovery Codes' }),
+      h('p', {
+        text:
+          'Recovery codes let you log in if you lose the device with your authenticator app: ' +
+          'each of the 10 codes works once, in place of a code from the app. They are shown ' +
+          'only once, so keep them somewhere safe.',
+      }),
+      h('div', { class: 'card-actions' }, later, make),
     );
-    form.addEventListener('submit', async (event) => {
-      event.preventDefault();
-      const value = code.value;
-      if (!value.trim()) {
-        codeField.setError('Enter the code your authenticator app shows.');
-        code.focus();
-        return;
-      }
-      confirmButton.disabled = true;
-      cancelButton.disabled = true;
-      try {
-        const ok = await app.rpc.call('user.verify_twofactor_token', [app.username, value]);
-        if (ok) {
-          app.setConfirmPending(false);
-          await app.refreshMe({ renewToken: true }); // the session is now LEVEL_2
-          app.toast('Two-factor authentication is set up. From now on, logging in asks for a code from your app.', 'ok');
-          update();
-          renewButton.focus();
-          return;
-        }
-        codeField.setError(
-          'That code is not right. Enter the code your app shows now (each code works only ' +
-            'once). If codes keep failing, check that the device’s clock is set automatically: ' +
-            'codes depend on the time.',
-        );
-        code.value = '';
-        code.focus();
-      } catch (err) {
-        codeField.setError(describeError(err));
-      } finally {
-        confirmButton.disabled = false;
-        cancelButton.disabled = false;
-      }
-    });
-    cancelButton.addEventListener('click', async () => {
-      const confirmed = await confirmDialog({
-        title: 'Cancel Setup',
-        paragraphs: [
-          'The secret you just created is removed, and your account is left without ' +
-            'two-factor authentication. Delete the entry you added to your authenticator app too.',
-          app.me.two_factor_config.global_enabled
-            ? 'Global two-factor authentication is enabled: you will be asked to set it up again at your next login.'
-            : null,
-        ].filter(Boolean),
-        confirmLabel: 'Cancel Setup',
-        cancelLabel: 'Continue Setup',
-        danger: true,
-      });
-      if (!confirmed) return;
-      try {
-        await app.rpc.call('user.unset_2fa_secret', [app.username]);
-        app.setConfirmPending(false);
-        await app.refreshMe({ renewToken: true });
-        app.toast('Setup cancelled: your account has no two-factor secret.');
-        renewButton.focus();
-      } catch (err) {
-        app.toast(describeError(err), 'bad');
-      }
-    });
-    return card;
   }
 
   // -- Show QR ------------------------------------------------------------------------------
@@ -311,7 +363,7 @@ export function twoFactorView(app) {
         h('p', {
           text:
             'Remove the two-factor secret of your account? This reduces the security of your ' +
-            'account: logging in will need only your password.',
+            'account: logging in will need only your password. Your recovery codes stop working too.',
         }),
         globalOn
           ? h('p', {
@@ -337,12 +389,25 @@ export function twoFactorView(app) {
       initialFocus: (dialog) => dialog.querySelector('.button-secondary'),
     }).then(async (result) => {
       if (result !== 'unset') return;
-      app.setConfirmPending(false);
+      app.offerRecovery = false;
       await app.refreshMe({ renewToken: true });
       app.toast('The two-factor secret of your account was removed.');
       renewButton.focus();
     });
   }
 
-  return { el, update, configure, mounted: update };
+  return {
+    el,
+    update,
+    configure,
+    mounted: update,
+    /** Focus the recovery codes offer, when it is shown (after the setup screen). */
+    focusOffer() {
+      const heading = offerCard && offerCard.querySelector('h2');
+      if (heading) heading.focus();
+    },
+    destroy() {
+      destroyed = true;
+    },
+  };
 }
