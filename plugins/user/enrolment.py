@@ -87,9 +87,10 @@ class PendingRepository:
         )
         return None if row is None else PendingSecret(*row)
 
-    async def put(self, pending: PendingSecret) -> None:
-        """Store ``pending``, replacing the user's previous one."""
-        await self.db.write(
+    @staticmethod
+    def put_statement(pending: PendingSecret) -> tuple[str, tuple[Any, ...]]:
+        """``(sql, parameters)`` storing ``pending`` in place of the user's previous one."""
+        return (
             "INSERT OR REPLACE INTO twofactor_pending "
             "(user_id, secret, interval, digits, expires_at) VALUES (?, ?, ?, ?, ?)",
             (pending.user_id, pending.secret, pending.interval, pending.digits, pending.expires_at),
@@ -165,21 +166,37 @@ class UserEnrolment:
             CallError: EPERM unless self or FULL_ADMIN (a setup-only session: self only);
                 ENOENT; EACCES from a session without the second factor it has (§9).
         """
-        row = await self._named(ctx, username, write_role=None)
-        await self._require_second_factor_session(ctx)
         given = twofactor_options.model_dump(exclude_unset=True)
         twofactor = self.middleware.service(TwoFactorService)
-        secret = pyotp.random_base32(otpauth.SECRET_LENGTH)
-        redact(secret)
-        now = self.middleware.clock.time()
-        pending = PendingSecret(
-            row.id,
-            twofactor.seal(secret),
-            given.get("interval", row.totp_interval),
-            given.get("otp_digits", row.totp_digits),
-            now + PENDING_TTL,
-        )
-        await self.pending.put(pending)
+        for attempt_no in range(GUARDED_ATTEMPTS):
+            row = await self._named(ctx, username, write_role=None)
+            if attempt_no == 0:
+                await self._require_second_factor_session(ctx)
+            secret = pyotp.random_base32(otpauth.SECRET_LENGTH)
+            redact(secret)
+            now = self.middleware.clock.time()
+            pending = PendingSecret(
+                row.id,
+                twofactor.seal(secret),
+                given.get("interval", row.totp_interval),
+                given.get("otp_digits", row.totp_digits),
+                now + PENDING_TTL,
+            )
+            # Staged only if neither the user nor the caller changed since the checks: a
+            # session that a confirm (or a password change) is ending stages nothing.
+            guard = "UPDATE users SET generation = generation WHERE id = ? AND generation = ?"
+            statements: list[tuple[str, tuple[Any, ...], bool]] = [
+                (guard, (row.id, row.generation), True)
+            ]
+            caller = caller_of(ctx)
+            if caller is not None:
+                statements.append((guard, caller, True))
+            statements.append((*self.pending.put_statement(pending), True))
+            if await self.middleware.db.write_atomic(statements) is not None:
+                break
+            await after_stale_write(ctx)
+        else:
+            raise CallError("The account keeps changing; try again", EBUSY)
         await self.pending.purge(now)
         uri = await self.pending_uri(row)
         assert uri is not None
