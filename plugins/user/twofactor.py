@@ -252,6 +252,9 @@ class UserTwoFactor:
         ``ssh_password_enabled`` is turned off with it (API.md §5) and the user leaves
         the SSH OATH users file.
 
+        While ``enforce`` is on, a user who removes their own secret keeps a setup-only
+        session (API.md §4): what a password login would give them now.
+
         Raises:
             CallError: EPERM unless the caller is the user or has ACCOUNT_WRITE and every
                 role of the user; ENOENT; EACCES from a session without the second factor
@@ -267,7 +270,11 @@ class UserTwoFactor:
                 extra["ssh_password_enabled"] = False
             return None, row.totp_interval, row.totp_digits, extra
 
-        await self._set_secret(ctx, username, write_role="ACCOUNT_WRITE", make=make)
+        row = await self._set_secret(ctx, username, write_role="ACCOUNT_WRITE", make=make)
+        if config.enabled and config.enforce and ctx.identity.user_id == row.id:
+            # Enforced, and the caller gave up its own second factor: its session keeps
+            # only what a password login would get now, setup (API.md §4).
+            self._to_setup_only(ctx, row)
 
     @api_method(UserProvisioningUriArgs, StrResult, roles=[])
     async def provisioning_uri(self, ctx: CallContext, username: str) -> str:
@@ -353,6 +360,35 @@ class UserTwoFactor:
         if check.ok and identity.user_id == row.id and identity.level != "LEVEL_2":
             self._upgrade(ctx, row)
         return check.ok
+
+    def _to_setup_only(self, ctx: CallContext, row: UserRow) -> None:
+        """Make the caller's session a setup-only, LEVEL_1 one (same account and
+        generation), as a password login of ``row`` under ``enforce`` would be."""
+        identity = ctx.session.identity
+        if (
+            identity is None
+            or identity.user_id != row.id
+            or identity.generation != row.generation
+            or ctx.connection is None
+        ):
+            return
+        proof = Proof(
+            "LOGIN_PASSWORD", "LEVEL_1", secrets.token_hex(8), self.middleware.clock.time()
+        )
+        downgraded = Identity(
+            identity.user_id,
+            identity.username,
+            list(identity.roles),
+            "LOGIN_PASSWORD",
+            level="LEVEL_1",
+            generation=identity.generation,
+            proof=proof,
+            setup_only=True,
+        )
+        try:
+            ctx.login(downgraded)
+        except StaleCredential:
+            ctx.logout()
 
     def _upgrade(self, ctx: CallContext, row: UserRow) -> None:
         """Make the caller's session LEVEL_2 and no longer setup-only: a new login of the

@@ -410,3 +410,34 @@ async def test_a_onetime_password_shaped_guess_is_a_wrong_password(
     user = await daemon.mw.repos.users.get_by_name("real")
     assert user is not None
     assert daemon.mw.services["auth"].throttle.failures(user.id) == 1  # type: ignore[attr-defined]
+
+
+async def test_unsetting_the_own_secret_under_enforce_leaves_a_setup_only_session(
+    stack: contextlib.AsyncExitStack, daemon: InProcessDaemon, clock: FrozenClock
+) -> None:
+    """A LEVEL_2 user who removes their own secret while enforce is on keeps only a
+    setup-only session (found in the new-user trial: the session stayed full)."""
+    async with daemon.root() as root:
+        await root.call("auth.twofactor.update", {"enabled": True})
+        await root.call(
+            "user.create", {"username": "carol", "password": "pw-carol", "roles": ["ACCOUNT_READ"]}
+        )
+        await daemon.seed_secret("carol", RFC_SECRET)
+        await root.call("auth.twofactor.update", {"enforce": True})
+    c = await connect(stack, daemon)
+    assert (await c.login("carol", "pw-carol", code(RFC_SECRET, clock)))["response_type"] == (
+        "SUCCESS"
+    )
+    assert len(await c.call("user.query")) >= 2
+    await c.call("user.unset_2fa_secret", "carol")
+    me = await c.call("auth.me")
+    assert me["credentials"] == "LOGIN_PASSWORD" and "SETUP_ONLY" in me["account_attributes"]
+    with pytest.raises(ClientError) as err:
+        await c.call("user.query")
+    assert err.value.reason == SETUP_MESSAGE
+    secret = parse_otpauth(
+        (await c.call("user.twofactor_enroll", "carol"))["provisioning_uri"]
+    ).secret
+    clock.advance(30)
+    await c.call("user.twofactor_confirm", "carol", code(secret, clock))
+    assert len(await c.call("user.query")) >= 2

@@ -370,7 +370,8 @@ export function twoFactorView(app) {
               class: 'note note-warn',
               text:
                 'Global two-factor authentication is enabled, so you will be asked to set it up ' +
-                'again at your next login (you can skip it).',
+                'again at your next login (you can skip it, unless an administrator enforces ' +
+                'two-factor authentication: then this session, too, can only set up a new one).',
             })
           : null,
         h('p', { class: 'muted', text: 'Delete the entry from your authenticator app as well.' }),
