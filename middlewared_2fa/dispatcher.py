@@ -285,6 +285,11 @@ class Dispatcher:
         if spec.auth == "required":
             if not session.authenticated:
                 raise E.NotAuthenticated()
+            expires = session.identity.expires_at if session.identity else None
+            if expires is not None and mw.clock.time() >= expires:
+                # The session's credential (an API key) expired: it ends (API.md §9).
+                mw.sessions.end(session.id)
+                raise E.NotAuthenticated()
             if not spec.setup and session.setup_only:
                 raise E.SetupRequired()  # before the roles: an admin's too (API.md §4)
             if not has_any(session.granted, spec.roles):

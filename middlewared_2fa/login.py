@@ -41,6 +41,8 @@ class StepProof:
         attributes: ``account_attributes`` the session adds (``OTPW``,
             ``PASSWORD_CHANGE_REQUIRED``).
         reconnect_token: Whether ``login_options.reconnect_token`` may give one.
+        api_key: ``(id, name)`` of the API key that logged in (``credentials_data``).
+        expires_at: Unix time after which the credential, and so the session, is void.
     """
 
     credentials: Credentials
@@ -50,6 +52,8 @@ class StepProof:
     setup_only: bool = False
     attributes: tuple[str, ...] = ()
     reconnect_token: bool = True
+    api_key: tuple[int, str] | None = None
+    expires_at: float | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -74,6 +74,9 @@ class Identity:
         attributes: ``account_attributes`` of this session besides the account's own
             (``OTPW``, ``PASSWORD_CHANGE_REQUIRED``).
         second_factor: ``credentials_data.second_factor`` (``RECOVERY_CODE``), or None.
+        api_key: ``(id, name)`` of the API key of an ``API_KEY`` session (API.md §9, §11).
+        expires_at: Unix time after which the session's credential is void (an API key's
+            ``expires_at``); the dispatcher ends the session at its next call.
     """
 
     user_id: int | None
@@ -87,6 +90,8 @@ class Identity:
     setup_only: bool = False
     attributes: tuple[str, ...] = ()
     second_factor: str | None = None
+    api_key: tuple[int, str] | None = None
+    expires_at: float | None = None
     _granted: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -144,6 +149,10 @@ class Session:
     transport: Literal["tcp", "unix"]
     origin: str = ""
     secure: bool = False
+    #: The RFC 5929 tls-server-end-point channel-binding data of the certificate served
+    #: on this TLS connection: the certificate's hash with its signature's hash
+    #: algorithm, SHA-256 when that is MD5/SHA-1; None for plaintext and the Unix socket.
+    tls_end_point: bytes | None = None
     created_at: float = 0.0
     id: str = field(default_factory=lambda: secrets.token_hex(16))
     identity: Identity | None = None
@@ -311,7 +320,12 @@ class SessionRegistry:
         return self._generations.get(user_id)
 
     def credentials_changed(
-        self, user_id: int, generation: int, *, keep: Session | None = None
+        self,
+        user_id: int,
+        generation: int,
+        *,
+        keep: Session | None = None,
+        spare_api_keys: bool = False,
     ) -> int:
         """The account ``user_id`` is now at ``generation`` (bumped in the database,
         already committed): every session, pending OTP step and token of an older
@@ -319,6 +333,10 @@ class SessionRegistry:
         password or secret), which moves to the new generation.
 
         Use ``generation`` = a very large number for a deleted account.
+
+        ``spare_api_keys``: the change was of the password or the second factor, which API
+        keys do not derive from (API.md §9): ``API_KEY`` sessions move to the new
+        generation instead of ending (a role change, a lock or a deletion ends them).
 
         Returns:
             How many sessions were ended.
@@ -339,7 +357,9 @@ class SessionRegistry:
             identity = session.identity
             if identity is None or identity.user_id != user_id or identity.generation >= generation:
                 continue
-            if keep is not None and session is keep:
+            if (keep is not None and session is keep) or (
+                spare_api_keys and identity.credentials == "API_KEY"
+            ):
                 identity.generation = generation
                 continue
             self.logout(endpoint)
@@ -449,6 +469,8 @@ def describe(session: Session, *, current: bool) -> dict[str, Any]:
     }
     if identity.second_factor is not None:
         data["second_factor"] = identity.second_factor
+    if identity.api_key is not None:
+        data["api_key"] = {"id": identity.api_key[0], "name": identity.api_key[1]}
     if identity.credentials == "TOKEN" and identity.parent is not None:
         data["parent"] = {
             "credentials": identity.parent.credentials,

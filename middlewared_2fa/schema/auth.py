@@ -106,7 +106,22 @@ class LoginAuthErr(Out):
     response_type: Literal["AUTH_ERR"]
 
 
-LoginResponse = LoginSuccess | LoginOtpRequired | LoginAuthErr
+class LoginExpired(Out):
+    """An expired or revoked API key (API.md §11)."""
+
+    response_type: Literal["EXPIRED"]
+
+
+class LoginScramResponse(Out):
+    """A step of the SCRAM exchange (API.md §11, RFC 5802)."""
+
+    response_type: Literal["SCRAM_RESPONSE"]
+    scram_type: Literal["SERVER_FIRST_RESPONSE", "SERVER_FINAL_RESPONSE"]
+    rfc_str: str = Field(description="server-first-message or server-final-message")
+    user_info: AuthMeEntry | None = None
+
+
+LoginResponse = LoginSuccess | LoginOtpRequired | LoginAuthErr | LoginExpired | LoginScramResponse
 
 
 class AuthLoginExArgs(Model):
@@ -170,6 +185,11 @@ class AuthSessionsArgs(QueryArgs):
     """``auth.sessions(filters=[], options={})``."""
 
 
+class ApiKeyRef(Out):
+    id: int
+    name: str
+
+
 class ParentCredentialsData(Out):
     username: str
     login_id: str
@@ -193,6 +213,11 @@ class SessionCredentialsData(Out):
     parent: ParentCredentials | None = Field(
         None,
         description="the login a token came from (TOKEN sessions only)",
+        exclude_if=lambda value: value is None,
+    )
+    api_key: ApiKeyRef | None = Field(
+        None,
+        description="the API key of an API_KEY session",
         exclude_if=lambda value: value is None,
     )
 

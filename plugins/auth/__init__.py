@@ -103,13 +103,10 @@ class PendingOtp(PendingStep):
 class AuthService(Service):
     class Config:
         namespace = "auth"
-        # API_KEY_* are listed in API.md §3 today; the API-key plugin takes them over.
-        role_prefix = ("AUTH_SESSIONS", "API_KEY")
+        role_prefix = ("AUTH_SESSIONS",)
         roles = (
             Role("AUTH_SESSIONS_READ", readonly=True),
             Role("AUTH_SESSIONS_WRITE", includes=("AUTH_SESSIONS_READ",)),
-            Role("API_KEY_READ", readonly=True),
-            Role("API_KEY_WRITE", includes=("API_KEY_READ",)),
         )
         settings = AuthSettings
         migrations = MIGRATIONS
@@ -556,6 +553,8 @@ class AuthService(Service):
                 setup_only=proof.setup_only,
                 attributes=proof.attributes,
                 second_factor=proof.second_factor,
+                api_key=proof.api_key,
+                expires_at=proof.expires_at,
             )
             try:
                 ctx.login(identity)
@@ -664,10 +663,32 @@ class AuthService(Service):
 
     # -- for other services ----------------------------------------------------------
 
-    def begin_attempt(self, user_id: int) -> Attempt:
+    async def establish(
+        self,
+        ctx: CallContext,
+        user: UserRow,
+        attempt: Attempt | None,
+        proof: StepProof,
+        options: Any,
+    ) -> dict[str, Any]:
+        """Finish a login of a plugin's mechanism (an API key): re-read the account,
+        register the session with ``proof``'s credential, reset the failure count and
+        answer SUCCESS; AUTH_ERR when the account changed meanwhile (API.md §9)."""
+        return await self._establish(
+            ctx, user, attempt, proof=proof, generation=user.generation, options=options
+        )
+
+    async def fail_quietly(self, ctx: CallContext, username: str | None, description: str) -> None:
+        """Audit a failed login that no account is charged for, then the failure delay."""
+        await self._fail_quietly(ctx, username, description)
+
+    def begin_attempt(self, user_id: int | str) -> Attempt:
         """Count an authentication attempt of account ``user_id`` before checking it
         (``user.twofactor_confirm``'s code is one, API.md §4); settle it with
         :meth:`attempt_failed`, :meth:`attempt_succeeded` or :meth:`refund_attempt`.
+
+        ``user_id`` is the account's id, or the name as sent when it is not an account
+        (counted the same way, so answers do not reveal which names exist).
 
         Raises:
             CallError: EBUSY "Rate Limit Exceeded" while the account cools down.
@@ -683,11 +704,17 @@ class AuthService(Service):
         await self.throttle.reset(user_id)
 
     async def attempt_failed(
-        self, ctx: CallContext, attempt: Attempt, user: UserRow, description: str
+        self,
+        ctx: CallContext,
+        attempt: Attempt,
+        user: UserRow | None,
+        username: str,
+        description: str,
     ) -> None:
-        """A failed authentication of ``user``: counted, audited (``description``, never
-        the input), a cool-down or the lock at the thresholds, then the failure delay."""
-        await self._failed(ctx, attempt, user, user.username, description)
+        """A failed authentication of ``user`` (None: ``username`` is not an account):
+        counted, audited (``description``, never the input), a cool-down or the lock at
+        the thresholds, then the failure delay."""
+        await self._failed(ctx, attempt, user, user.username if user else username, description)
 
     async def _twofactor_updated(
         self, ctx: CallContext, old: TwoFactorConfigRow, new: TwoFactorConfigRow

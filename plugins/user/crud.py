@@ -120,12 +120,15 @@ def end_derived_credentials(
     ctx: CallContext, user_id: int, generation: int, *, keep_own: bool
 ) -> None:
     """End what was derived from the old credentials (API.md §9); the caller's own
-    session survives a change of its own password or secret (``keep_own``)."""
+    session survives a change of its own password or secret (``keep_own``), and so do
+    the user's API-key sessions (API keys are independent credentials)."""
     session: Session | None = ctx.session
     identity = ctx.session.identity
     if not keep_own or identity is None or identity.user_id != user_id:
         session = None
-    ctx.middleware.sessions.credentials_changed(user_id, generation, keep=session)
+    ctx.middleware.sessions.credentials_changed(
+        user_id, generation, keep=session, spare_api_keys=keep_own
+    )
 
 
 async def run_post_change(ctx: CallContext, old: UserRow | None, new: UserRow | None) -> None:

@@ -262,7 +262,7 @@ class UserEnrolment:
             )
             if step is None:
                 await auth.attempt_failed(
-                    ctx, attempt, row, "wrong code confirming a new TOTP secret"
+                    ctx, attempt, row, row.username, "wrong code confirming a new TOTP secret"
                 )
                 raise ValidationError(
                     "user_twofactor_confirm.token", "Wrong code for the pending secret"

@@ -45,6 +45,14 @@ REFUSED_ON_STATE = {"user.twofactor_confirm": "EINVAL"}
 #: session, or read what every user may see (API.md §3, §6, §7, §9). Their own rules
 #: (own sessions only, own entry only) have tests of their own.
 OPEN = {
+    # API keys: anyone manages their own; others' need API_KEY_* within the role guard
+    # (tests/api/test_api_keys.py::test_keys_of_others_need_the_role_and_the_guard).
+    "api_key.convert_raw_key",
+    "api_key.create",
+    "api_key.delete",
+    "api_key.my_keys",
+    "api_key.query",
+    "api_key.update",
     "auth.generate_token",
     "auth.login",
     "auth.login_ex",
