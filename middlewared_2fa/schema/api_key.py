@@ -127,3 +127,7 @@ class ScramData(Out):
 
 class ApiKeyConvertRawKeyResult(Out):
     result: ScramData
+
+
+class AuthLoginWithApiKeyArgs(Model):
+    api_key: str = Field(max_length=512, description='"<id>-<key>" (never logged)')

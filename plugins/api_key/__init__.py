@@ -46,6 +46,7 @@ from middlewared_2fa.schema.api_key import (
     ApiKeyUpdate,
     ApiKeyUpdateArgs,
     ApiKeyUpdateResult,
+    AuthLoginWithApiKeyArgs,
     Scram,
 )
 from middlewared_2fa.schema.common import BoolResult, QueryOptions
@@ -605,4 +606,27 @@ class ApiKeyService(Service):
         }
 
 
-__all__ = ["ApiKeyService", "ApiKeySettings", "split_key"]
+class ApiKeyLegacyLoginService(Service):
+    """TrueNAS's legacy ``auth.login_with_api_key(api_key) -> bool`` (what pytruenas and
+    older clients call by default): the key's id names its user, then it is checked as
+    ``API_KEY_PLAIN`` is (same counting, revocation and sessions)."""
+
+    class Config:
+        namespace = "api_key_legacy"
+        method_namespace = "auth"
+
+    @api_method(AuthLoginWithApiKeyArgs, BoolResult, auth="none", rate_limit="always")
+    async def login_with_api_key(self, ctx: CallContext, api_key: str) -> bool:
+        """Log in with ``"<id>-<key>"``; True on success (an API_KEY session), False
+        otherwise (wrong, deleted, expired or revoked key)."""
+        keys = self.middleware.service(ApiKeyService)
+        parts = split_key(api_key)
+        row = await keys._get(parts[0]) if parts else None
+        username = row.username if row is not None else ""
+        done = await keys._plain(
+            ctx, ApiKeyPlain(mechanism="API_KEY_PLAIN", username=username, api_key=api_key)
+        )
+        return bool(done["response_type"] == "SUCCESS")
+
+
+__all__ = ["ApiKeyLegacyLoginService", "ApiKeyService", "ApiKeySettings", "split_key"]

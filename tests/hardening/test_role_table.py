@@ -55,6 +55,7 @@ OPEN = {
     "api_key.update",
     "auth.generate_token",
     "auth.login",
+    "auth.login_with_api_key",
     "auth.login_ex",
     "auth.login_ex_continue",
     "auth.logout",
