@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from middlewared_2fa.datastore.database import Database
+from middlewared_2fa.filters import SqlField, SqlQuery
 
 
 @functools.lru_cache(maxsize=256)
@@ -319,26 +320,68 @@ class AuditRow:
     """One audit entry (API.md §7)."""
 
     audit_id: str
+    #: Unix time, seconds.
     timestamp: float
     event: str
     username: str | None
     address: str | None
     success: bool
+    #: ``{description, method?, credentials?, error?}``.
     event_data: dict[str, Any] = field(default_factory=dict)
     #: Id of the session (connection) that made it (API.md §9), None for the daemon.
     session: str | None = None
 
 
+_AUDIT_SELECT = "audit_id, timestamp, event, username, address, success, event_data, session"
+
+
+def _audit_row(r: Sequence[Any]) -> AuditRow:
+    return AuditRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), json.loads(r[6]), r[7])
+
+
+#: The keys of an entry's ``event_data`` (``Middleware.audit`` writes them).
+AUDIT_EVENT_DATA_KEYS = ("method", "description", "credentials", "error")
+
+
+def _event_data(key: str) -> SqlField:
+    # The key is one of ours (below), never the caller's: the path is a constant.
+    return SqlField(f"json_extract(event_data, '$.{key}')")
+
+
+#: The fields of ``AuditEntry`` (API.md §7) that ``audit.query`` filters and orders by,
+#: as SQL: the allow-list of :func:`~middlewared_2fa.filters.sql_query`. Both times
+#: are the indexed ``timestamp`` column (``audit_timestamp``), ordered with ``id`` so
+#: that entries of one instant keep the order they were written in.
+#: :data:`AUDIT_ORDER` (oldest first) is the order of ties and of a query without
+#: ``order_by``: the index's, so a time range and the order share it.
+AUDIT_ORDER = ("timestamp", "id")
+AUDIT_FIELDS: dict[str, SqlField] = {
+    "audit_id": SqlField("audit_id"),
+    "message_timestamp": SqlField("timestamp", "seconds", order=AUDIT_ORDER),
+    "timestamp": SqlField("timestamp", "date", order=AUDIT_ORDER),
+    "address": SqlField("address"),
+    "username": SqlField("username"),
+    "session": SqlField("session"),
+    "service": SqlField("'MIDDLEWARE'"),
+    "event": SqlField("event"),
+    "success": SqlField("success", "bool"),
+    **{f"event_data.{key}": _event_data(key) for key in AUDIT_EVENT_DATA_KEYS},
+}
+
+#: Rows deleted per statement by :meth:`AuditRepository.delete_older_than`, so that a
+#: large purge never holds the writer (logins write audit entries) for long.
+AUDIT_DELETE_BATCH = 5000
+
+
 class AuditRepository:
-    """Append-only audit log."""
+    """Append-only audit log; queries are evaluated in SQL (API.md §7)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
     async def append(self, entry: AuditRow) -> None:
         await self.db.write(
-            "INSERT INTO audit (audit_id, timestamp, event, username, address, success, "
-            "event_data, session) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO audit ({_AUDIT_SELECT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 entry.audit_id,
                 entry.timestamp,
@@ -351,15 +394,41 @@ class AuditRepository:
             ),
         )
 
+    async def query(self, query: SqlQuery) -> list[AuditRow]:
+        """The entries ``query`` selects (built by ``sql_query`` over
+        :data:`AUDIT_FIELDS`), in its order and page."""
+        sql, params = query.select(_AUDIT_SELECT, "audit")
+        return [_audit_row(r) for r in await self.db.fetch_all(sql, params)]
+
+    async def count(self, query: SqlQuery) -> int:
+        """How many entries ``query``'s filters select (paging ignored)."""
+        sql, params = query.count("audit")
+        row = await self.db.fetch_one(sql, params)
+        return int(row[0]) if row else 0
+
+    async def delete_older_than(self, cutoff: float) -> int:
+        """Delete the entries written before ``cutoff`` (Unix time, seconds), through
+        the time index, in batches of :data:`AUDIT_DELETE_BATCH`.
+
+        Returns:
+            The number of entries deleted.
+        """
+        deleted = 0
+        while True:
+            rowcount, _ = await self.db.write(
+                "DELETE FROM audit WHERE id IN "
+                "(SELECT id FROM audit WHERE timestamp < ? ORDER BY timestamp LIMIT ?)",
+                (cutoff, AUDIT_DELETE_BATCH),
+            )
+            deleted += rowcount
+            if rowcount < AUDIT_DELETE_BATCH:
+                return deleted
+
+    # Last: below it, "list" in an annotation would name this method.
     async def list(self) -> list[AuditRow]:
-        """All entries, oldest first."""
-        rows = await self.db.fetch_all(
-            "SELECT audit_id, timestamp, event, username, address, success, event_data, "
-            "session FROM audit ORDER BY id"
-        )
-        return [
-            AuditRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), json.loads(r[6]), r[7]) for r in rows
-        ]
+        """All entries, in the order written."""
+        rows = await self.db.fetch_all(f"SELECT {_AUDIT_SELECT} FROM audit ORDER BY id")
+        return [_audit_row(r) for r in rows]
 
 
 class MetaRepository:

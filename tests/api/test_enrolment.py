@@ -324,4 +324,3 @@ async def test_confirm_token_must_be_a_string(daemon: InProcessDaemon, token: ob
             await admin.call("user.twofactor_confirm", "typed", token)
         assert err.value.code == -32602
         assert err.value.extra[0][0] == "token"  # rooted at the parameter (API.md §2)
-

@@ -246,7 +246,8 @@ async def test_new_password_step_abandons_pending(daemon: InProcessDaemon) -> No
             resp = await c.call("auth.login_ex_continue", otp_step("000000"))
             assert resp["response_type"] == "OTP_REQUIRED"
         entries = await admin.call(
-            "audit.query", [["event", "=", "AUTHENTICATION"], ["username", "=", "alice"]]
+            "audit.query",
+            {"query-filters": [["event", "=", "AUTHENTICATION"], ["username", "=", "alice"]]},
         )
         descriptions = [e["event_data"]["description"] for e in entries]
         assert "OTP step abandoned by a new password login" in descriptions
@@ -373,7 +374,8 @@ async def test_logins_are_audited(daemon: InProcessDaemon) -> None:
             await c.call("auth.login_ex", password_step("alice", "wrong-pw-123"))
             await c.call("auth.login_ex", password_step())
         entries = await admin.call(
-            "audit.query", [["username", "=", "alice"], ["event", "=", "AUTHENTICATION"]]
+            "audit.query",
+            {"query-filters": [["username", "=", "alice"], ["event", "=", "AUTHENTICATION"]]},
         )
         assert [e["success"] for e in entries] == [False, True]
         assert all(e["address"] == "127.0.0.1" for e in entries)
@@ -386,7 +388,7 @@ async def test_mechanism_choices_lists_what_starts_a_login(daemon: InProcessDaem
     start a login, not OTP_TOKEN (it only continues one); each is accepted by login_ex."""
     async with daemon.client() as c:
         choices = await c.call("auth.mechanism_choices")
-        assert choices == ["PASSWORD_PLAIN", "TOKEN_PLAIN"]
+        assert sorted(choices) == ["API_KEY_PLAIN", "PASSWORD_PLAIN", "SCRAM", "TOKEN_PLAIN"]
         reply = await c.call(
             "auth.login_ex",
             {"mechanism": "TOKEN_PLAIN", "token": "not-a-token"},

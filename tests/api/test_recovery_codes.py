@@ -89,7 +89,7 @@ async def test_each_code_logs_in_once_as_level_2(daemon: InProcessDaemon) -> Non
             assert code.replace("-", "") not in alerts[0]["formatted"].lower()
         audit = await admin.call(
             "audit.query",
-            [["username", "=", "rc"], ["success", "=", True]],
+            {"query-filters": [["username", "=", "rc"], ["success", "=", True]]},
         )
         descriptions = [a["event_data"]["description"] for a in audit]
         assert descriptions.count("password and recovery code login") == 2

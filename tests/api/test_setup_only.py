@@ -38,6 +38,7 @@ SETUP_CALLS = {
     "auth.login_ex",
     "auth.login_ex_continue",
     "auth.login",
+    "auth.login_with_api_key",
     "auth.mechanism_choices",
 }
 
@@ -147,7 +148,9 @@ async def test_generate_onetime_password_refusals(daemon: InProcessDaemon) -> No
             assert err.value.code == -32602
             assert err.value.extra[0][0] == "auth.generate_onetime_password.username"
         otpw = await admin.call("auth.generate_onetime_password", {"username": "mgr"})
-        entries = await admin.call("audit.query", [["event", "=", "METHOD_CALL"]])
+        entries = await admin.call(
+            "audit.query", {"query-filters": [["event", "=", "METHOD_CALL"]]}
+        )
         descriptions = [e["event_data"]["description"] for e in entries]
         assert "Generate onetime password for user 'mgr'" in descriptions
         assert not any(otpw in str(e) for e in entries)

@@ -66,7 +66,7 @@ async def test_c09_clock_90s_behind(
                 assert again["response_type"] == "OTP_REQUIRED"
             failures = await admin.call(
                 "audit.query",
-                [["event", "=", "AUTHENTICATION"], ["success", "=", False]],
+                {"query-filters": [["event", "=", "AUTHENTICATION"], ["success", "=", False]]},
             )
             [failure] = [f for f in failures if f["username"] == "user1"]
             description = failure["event_data"]["description"]

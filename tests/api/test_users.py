@@ -239,7 +239,7 @@ async def test_twofactor_changes_are_audited(daemon: InProcessDaemon) -> None:
         await admin.call("user.unset_2fa_secret", "admin")
         with pytest.raises(ClientError):
             await admin.call("auth.twofactor.update", {"window": 99})
-        rows = await admin.call("audit.query", [["event", "=", "METHOD_CALL"]])
+        rows = await admin.call("audit.query", {"query-filters": [["event", "=", "METHOD_CALL"]]})
         methods = [(r["event_data"]["method"], r["success"]) for r in rows]
         assert methods == [
             ("user.renew_2fa_secret", True),

@@ -212,7 +212,8 @@ async def test_failed_otp_names_the_skew(base: Path, chrony: tuple[str, int]) ->
             assert "clock" not in done.stderr
 
             failures = await admin.call(
-                "audit.query", [["username", "=", "alice"], ["success", "=", False]]
+                "audit.query",
+                {"query-filters": [["username", "=", "alice"], ["success", "=", False]]},
             )
             assert len(failures) == 2
             for failure in failures:

@@ -158,10 +158,12 @@ async def test_walkthrough_with_outside_tools(
 
         failures = await admin.call(
             "audit.query",
-            [
-                ["event", "=", "AUTHENTICATION"],
-                ["username", "=", username],
-                ["success", "=", False],
-            ],
+            {
+                "query-filters": [
+                    ["event", "=", "AUTHENTICATION"],
+                    ["username", "=", username],
+                    ["success", "=", False],
+                ]
+            },
         )
         assert [f["event_data"]["description"] for f in failures] == ["wrong OTP (replay)"]

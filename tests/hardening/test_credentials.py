@@ -593,7 +593,7 @@ async def test_audit_entries_carry_the_session(daemon: InProcessDaemon) -> None:
         async with logged_in(daemon, "sam", "pw-s") as sam:
             mine = [s for s in await sam.call("auth.sessions") if s["current"]][0]["id"]
             await sam.call("auth.logout")
-        entries = await admin.call("audit.query", [["session", "=", mine]])
+        entries = await admin.call("audit.query", {"query-filters": [["session", "=", mine]]})
         described = [
             (e["event_data"]["description"], e["event_data"].get("credentials")) for e in entries
         ]
