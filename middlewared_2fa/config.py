@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from middlewared_2fa.errors import StartupError
@@ -58,6 +58,15 @@ class Settings(BaseModel):
     max_connections_per_address: int = Field(
         50, ge=1, description="open connections from one client address or Unix uid (§1 caps)"
     )
+    tls: bool = Field(False, description="serve HTTPS/WSS only on the TCP listener (§11)")
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate (leaf first, then intermediates); default: a "
+        "self-signed one generated into state_dir",
+    )
+    tls_key_file: Path | None = Field(
+        None, description="PEM private key of tls_cert_file, without a passphrase"
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
     log_file: Path | None = Field(None, description="also log to this file")
     debug: bool = Field(False, description="send tracebacks in data.trace")
@@ -69,6 +78,19 @@ class Settings(BaseModel):
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        # One without the other would leave the daemon guessing which key or certificate
+        # was meant (a generated one would not match the configured half).
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given, missing = (
+                ("tls_cert_file", "tls_key_file")
+                if self.tls_key_file is None
+                else ("tls_key_file", "tls_cert_file")
+            )
+            raise ValueError(f"{given} is set without {missing}: set both, or neither")
+        return self
 
     @property
     def database_path(self) -> Path:
@@ -84,6 +106,16 @@ class Settings(BaseModel):
     def socket_path(self) -> Path:
         """The Unix socket."""
         return self.runtime_dir / "middlewared.sock"
+
+    @property
+    def tls_cert_path(self) -> Path:
+        """The TLS certificate served: ``tls_cert_file``, else the generated one."""
+        return self.tls_cert_file or self.state_dir / "tls-cert.pem"
+
+    @property
+    def tls_key_path(self) -> Path:
+        """The TLS key: ``tls_key_file``, else the generated one (mode 0600)."""
+        return self.tls_key_file or self.state_dir / "tls-key.pem"
 
 
 _LIST_KEYS = {"plugins_dirs", "allowed_origins"}

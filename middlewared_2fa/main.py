@@ -20,6 +20,7 @@ from middlewared_2fa.errors import StartupError
 from middlewared_2fa.log import setup_logging
 from middlewared_2fa.middleware import Middleware
 from middlewared_2fa.server import Daemon
+from middlewared_2fa.tls import ServerCertificate
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,11 @@ async def _serve(settings: Settings, ready: asyncio.Event | None) -> None:
         loop.add_signal_handler(sig, stop.set)
     logger.info("listening on %s and %s", daemon.url, settings.socket_path)
     print(f"listening on {daemon.url}", flush=True)
+    if daemon.tls is not None:
+        # After the URL, so that a script reading the first line for it still can.
+        line = tls_line(daemon.tls)
+        logger.info("%s", line)
+        print(line, flush=True)
     if ready is not None:
         ready.set()
     await stop.wait()
@@ -152,6 +158,15 @@ async def _serve(settings: Settings, ready: asyncio.Event | None) -> None:
     await daemon.stop()
     await middleware.stop()
     logger.info("stopped")
+
+
+def tls_line(tls: ServerCertificate) -> str:
+    """What the daemon prints about its certificate at start-up (API.md §11): the file
+    and its SHA-256 fingerprint, as ``openssl x509 -noout -fingerprint -sha256`` shows it."""
+    kind = "self-signed, generated" if tls.generated else "configured"
+    return (
+        f"TLS certificate {tls.cert_path.resolve()} ({kind}), SHA-256 fingerprint {tls.fingerprint}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
-"""Listeners: WebSocket on TCP and on a Unix socket (websockets asyncio API), the few
-HTTP routes (``/healthz``, ``/`` redirect, ``/ui/`` static files), the Origin check and
-the per-connection limits (API.md §1)."""
+"""Listeners: WebSocket on TCP (TLS-only with ``tls``, API.md §11) and on a Unix socket
+(websockets asyncio API), the few HTTP routes (``/healthz``, ``/`` redirect, ``/ui/``
+static files), the Origin check and the per-connection limits (API.md §1)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from middlewared_2fa.dispatcher import Dispatcher
 from middlewared_2fa.errors import StartupError
 from middlewared_2fa.middleware import Middleware
 from middlewared_2fa.session import Identity, Proof, Session
+from middlewared_2fa.tls import ServerCertificate, load_server_certificate
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+#: Strict-Transport-Security of every answer over TLS (API.md §11; RFC 6797): a year, and
+#: not includeSubDomains, since names below the machine's are not this daemon's.
+HSTS = "max-age=31536000"
 #: HTTP methods served (API.md §1 "HTTP methods"); any other is answered 405.
 ALLOWED_METHODS = ("GET", "HEAD")
 #: Descriptors kept out of the connections' budget: the SQLite connections and their WAL
@@ -494,27 +498,36 @@ class Daemon:
         )
         #: (st_dev, st_ino, st_ctime_ns) of the Unix socket file this daemon created.
         self._socket_id: tuple[int, int, int] | None = None
+        #: The certificate the TCP listener serves; None without ``tls`` (set by start()).
+        self.tls: ServerCertificate | None = None
 
     @property
     def url(self) -> str:
+        """``ws://HOST:PORT/api/current``, ``wss://`` with TLS (API.md §1)."""
         host = self.settings.host
         if ":" in host:
             host = f"[{host}]"
-        return f"ws://{host}:{self.port}{API_PATH}"
+        scheme = "wss" if self.settings.tls else "ws"
+        return f"{scheme}://{host}:{self.port}{API_PATH}"
 
     async def start(self) -> None:
-        """Raise the open-files limit, listen on TCP and on the Unix socket (API.md §1).
+        """Load (or generate) the TLS certificate when ``tls`` is on, raise the open-files
+        limit, listen on TCP and on the Unix socket (API.md §1, §11).
 
         Raises:
             OSError: the TCP address cannot be listened on (port in use, no such address).
-            StartupError: the Unix socket cannot be created, or another daemon listens
-                on it (same runtime folder, another state folder).
+            StartupError: the TLS certificate or key cannot be used; the Unix socket
+                cannot be created, or another daemon listens on it (same runtime folder,
+                another state folder).
         Nothing is left listening when it raises.
         """
+        if self.settings.tls:
+            self.tls = load_server_certificate(self.settings, self.middleware.hostname)
         self.limits.fit(raise_open_files_limit())
         common: dict[str, Any] = {
             **CONNECTION_OPTIONS,
             "process_request": self._process_request,
+            "process_response": self._process_response,
             "server_header": "middlewared-2fa",
             "create_connection": _connection_class(self.limits),
         }
@@ -525,8 +538,17 @@ class Daemon:
             socks.append(self._bind_unix_socket())
             for sock in socks:
                 sock.limits = self.limits
-                listen = unix_serve if sock.family == socket.AF_UNIX else serve
-                self._servers.append(await listen(self._handler, sock=sock, **common))
+                if sock.family == socket.AF_UNIX:
+                    server = await unix_serve(self._handler, sock=sock, **common)
+                else:
+                    # With TLS, asyncio runs the handshake before websockets sees any
+                    # byte: a plaintext client's data fails it, and the connection is
+                    # closed without an answer or a log line (an SSLError is an OSError,
+                    # which asyncio logs in debug mode only). It is bounded by
+                    # websockets' open_timeout (ssl_handshake_timeout, 10 s).
+                    tls = self.tls.context if self.tls is not None else None
+                    server = await serve(self._handler, sock=sock, ssl=tls, **common)
+                self._servers.append(server)
         except BaseException:
             for sock in socks:  # those no server took (closing twice is harmless)
                 sock.close()
@@ -614,11 +636,21 @@ class Daemon:
             answer = dataclasses.replace(answer, body=b"")
         return answer
 
+    def _process_response(
+        self, connection: ServerConnection, request: Request, response: Response
+    ) -> None:
+        """HSTS on every answer over TLS (API.md §11), the 101 of a WebSocket too; never
+        over plaintext, where RFC 6797 §7.2 forbids it."""
+        if _is_tls(connection):
+            response.headers["Strict-Transport-Security"] = HSTS
+
     def _route(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         if path == API_PATH:
             origin = request.headers.get("Origin")
-            if origin is not None and not self._origin_allowed(origin, request.headers):
+            if origin is not None and not self._origin_allowed(
+                origin, request.headers, "https" if _is_tls(connection) else "http"
+            ):
                 logger.warning("refused WebSocket handshake from origin %r", origin[:200])
                 return connection.respond(HTTPStatus.FORBIDDEN, "Forbidden origin\n")
             return None
@@ -632,13 +664,14 @@ class Daemon:
             return _static(path)
         return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
 
-    def _origin_allowed(self, origin: str, headers: Headers) -> bool:
-        """The Origin is the daemon's own (same scheme-less host:port as Host, and that
-        host one of ours: a rebound DNS name would otherwise pass) or configured."""
+    def _origin_allowed(self, origin: str, headers: Headers, scheme: str) -> bool:
+        """The Origin is the daemon's own (``scheme`` of the connection, ``https`` over
+        TLS, + the Host header, and that host one of ours: a rebound DNS name would
+        otherwise pass) or configured (API.md §1)."""
         if origin in self.settings.allowed_origins:
             return True
         host = headers.get("Host", "")
-        if origin not in (f"http://{host}", f"https://{host}"):
+        if origin != f"{scheme}://{host}":
             return False
         return _host_name(host) in self._own_hosts()
 
@@ -658,7 +691,8 @@ class Daemon:
     # -- WebSocket ----------------------------------------------------------------------
 
     async def _handler(self, ws: ServerConnection) -> None:
-        session = _session_for(ws, self.middleware.clock.time())
+        end_point = self.tls.end_point if self.tls is not None else None
+        session = _session_for(ws, self.middleware.clock.time(), end_point)
         conn = Connection(ws, session)
         if session.transport == "unix" and _peer_is_trusted(ws):
             conn.set_identity(
@@ -730,13 +764,27 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def _session_for(ws: ServerConnection, now: float) -> Session:
+def _is_tls(ws: ServerConnection) -> bool:
+    """The connection runs over TLS (only the TCP listener's can, with ``tls`` on)."""
+    return ws.transport.get_extra_info("sslcontext") is not None
+
+
+def _session_for(ws: ServerConnection, now: float, tls_end_point: bytes | None) -> Session:
+    """The session of a new connection; ``tls_end_point``: the RFC 5929 binding data of
+    the certificate the TCP listener serves (None without TLS)."""
     peer = ws.remote_address
     if isinstance(peer, tuple) and peer:
         host = str(peer[0])
         origin = f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
-        secure = ws.transport.get_extra_info("sslcontext") is not None
-        return Session(address=host, transport="tcp", origin=origin, secure=secure, created_at=now)
+        secure = _is_tls(ws)
+        return Session(
+            address=host,
+            transport="tcp",
+            origin=origin,
+            secure=secure,
+            tls_end_point=tls_end_point if secure else None,
+            created_at=now,
+        )
     # Unix-socket peers are told apart by uid, so one local user cannot use up another's
     # rate limit.
     uid = _peer_uid(ws)

@@ -1,4 +1,5 @@
-"""Async JSON-RPC 2.0 client over WebSocket (TCP ``ws://`` or Unix ``ws+unix://``).
+"""Async JSON-RPC 2.0 client over WebSocket (TCP ``ws://``, TLS ``wss://`` or Unix
+``ws+unix://``).
 
 Used by ``midclt2fa`` and by the tests, so that tests talk to the daemon through the
 same code path as the CLI.
@@ -9,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -147,6 +150,26 @@ class Client:
         self._reader.cancel()
 
 
+def tls_context(*, cafile: Path | None = None, insecure: bool = False) -> ssl.SSLContext:
+    """The client SSLContext of a ``wss://`` connection (pass it as ``ssl=``).
+
+    Args:
+        cafile: Trust only the certificates in this PEM file (e.g. the daemon's generated
+            ``tls-cert.pem``) instead of the system's CAs; the host name is still checked.
+        insecure: Verify nothing (neither the certificate nor the host name): the
+            connection is encrypted but anyone in the path could impersonate the daemon.
+
+    Raises:
+        OSError: ``cafile`` cannot be read.
+        ssl.SSLError: ``cafile`` holds no certificate.
+    """
+    context = ssl.create_default_context(cafile=None if cafile is None else str(cafile))
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def _split_unix(uri: str) -> tuple[str, str]:
     """``ws+unix:///run/x.sock`` -> (socket path, request path)."""
     parts = urlsplit(uri)
@@ -159,7 +182,9 @@ def _split_unix(uri: str) -> tuple[str, str]:
 async def open_client(
     uri: str, *, timeout: float = 10, origin: str | None = None, **kwargs: Any
 ) -> AsyncIterator[Client]:
-    """Connect to ``uri`` (``ws://host:port/api/current`` or ``ws+unix:///path.sock``).
+    """Connect to ``uri`` (``ws://host:port/api/current``, ``wss://...`` or
+    ``ws+unix:///path.sock``). For ``wss://``, ``ssl=`` (see :func:`tls_context`) says
+    what to trust; the system's CAs by default.
 
     Raises:
         ConnectError: nothing listens there, or the handshake was refused.

@@ -4,6 +4,7 @@ Examples::
 
     midclt2fa call core.ping
     midclt2fa -u ws://127.0.0.1:8642/api/current -U admin call auth.twofactor.config
+    midclt2fa -u wss://127.0.0.1:8642/api/current --cafile state/tls-cert.pem ping
     midclt2fa call user.renew_2fa_secret alice '{"interval": 30, "otp_digits": 6}'
     echo '["alice"]' | midclt2fa call user.provisioning_uri -
     echo '{"otp_digits": 8}' | midclt2fa call user.renew_2fa_secret alice -
@@ -31,6 +32,7 @@ import json
 import locale
 import os
 import shlex
+import ssl
 import sys
 import termios
 import textwrap
@@ -38,9 +40,9 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import segno
-from websockets.exceptions import InvalidHandshake, InvalidURI
+from websockets.exceptions import InvalidHandshake, InvalidMessage, InvalidURI
 
-from middlewared_2fa.cli.client import Client, ClientError, ConnectError, open_client
+from middlewared_2fa.cli.client import Client, ClientError, ConnectError, open_client, tls_context
 
 #: JSON-RPC code of a call error (API.md §2) and errno of "Not authenticated".
 _CALL_ERROR = -32001
@@ -79,8 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
         "-u",
         "--uri",
         default=None,
-        help="ws://HOST:PORT/api/current or ws+unix:///path/middlewared.sock (default: "
-        "$MIDCLT2FA_URI, else middlewared.sock in $MIDDLEWARED_2FA_RUNTIME_DIR or ./run)",
+        help="ws://HOST:PORT/api/current, wss://HOST:PORT/api/current (TLS) or "
+        "ws+unix:///path/middlewared.sock (default: $MIDCLT2FA_URI, else middlewared.sock "
+        "in $MIDDLEWARED_2FA_RUNTIME_DIR or ./run)",
+    )
+    trust = parser.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--cafile",
+        type=Path,
+        metavar="FILE",
+        help="wss:// only: trust the certificates in this PEM file instead of the system's "
+        "CAs (e.g. the daemon's generated state/tls-cert.pem)",
+    )
+    trust.add_argument(
+        "--insecure",
+        action="store_true",
+        help="wss:// only: do not verify the daemon's certificate (a self-signed one); "
+        "anyone in the path could then impersonate the daemon",
     )
     parser.add_argument("-U", "--username", help="log in as this user")
     parser.add_argument(
@@ -391,6 +408,26 @@ def _connect_failure(uri: str, exc: ConnectError) -> Failure:
         )
     if isinstance(cause, PermissionError):
         return Failure(f"cannot connect to {uri}: permission denied")
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return Failure(
+            f"cannot connect to {uri}: the daemon's TLS certificate is not trusted "
+            f"({cause.verify_message}); give its certificate with --cafile FILE, or skip "
+            "the check with --insecure"
+        )
+    secure = uri.startswith("wss://")
+    if secure and isinstance(cause, ssl.SSLError | ConnectionResetError):
+        # What a plaintext listener does with a TLS handshake: it resets, or answers
+        # with something that is not TLS.
+        why = f" ({cause.reason})" if isinstance(cause, ssl.SSLError) and cause.reason else ""
+        return Failure(
+            f"cannot connect to {uri}: the TLS handshake failed{why}; is TLS on in the "
+            "daemon (tls = true)? Without it, use ws://"
+        )
+    if not secure and isinstance(cause, InvalidMessage):
+        # A TLS listener closes a plaintext connection without an answer.
+        return Failure(
+            f"cannot connect to {uri}: {exc} (with tls = true the daemon speaks wss:// only)"
+        )
     if isinstance(cause, InvalidHandshake):
         # Something answers there, but it is not the daemon's WebSocket endpoint.
         return Failure(f"cannot connect to {uri}: {exc} (is this the /api/current URL?)")
@@ -401,8 +438,18 @@ async def run(
     args: argparse.Namespace, stdout: TextIO, stdin: TextIO, stderr: TextIO | None = None
 ) -> None:
     uri = args.uri or default_uri()
+    options: dict[str, Any] = {}
+    if args.cafile is not None or args.insecure:
+        if not uri.startswith("wss://"):
+            raise Failure("--cafile and --insecure apply to wss:// URIs only")
+        try:
+            options["ssl"] = tls_context(cafile=args.cafile, insecure=args.insecure)
+        except ssl.SSLError:
+            raise Failure(f"--cafile {args.cafile} holds no PEM certificate") from None
+        except OSError as exc:
+            raise Failure(f"cannot read --cafile {args.cafile}: {exc.strerror}") from None
     try:
-        async with open_client(uri, timeout=min(args.timeout, 10)) as client:
+        async with open_client(uri, timeout=min(args.timeout, 10), **options) as client:
             if args.username:
                 success = await _login(client, args, stdin)
                 info = success.get("user_info")

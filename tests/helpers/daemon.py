@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from middlewared_2fa.cli.client import Client, open_client
+from middlewared_2fa.cli.client import Client, open_client, tls_context
 from middlewared_2fa.clock import FrozenClock
 from middlewared_2fa.config import Settings
 from middlewared_2fa.middleware import Middleware
@@ -69,6 +70,19 @@ class InProcessDaemon:
         return "ws+unix://" + str(self.settings.socket_path)
 
     @property
+    def tls_client_context(self) -> ssl.SSLContext | None:
+        """With ``tls``: a client context that trusts only the certificate this daemon
+        serves (generated or configured); None without TLS."""
+        if not self.settings.tls:
+            return None
+        return tls_context(cafile=self.settings.tls_cert_path)
+
+    def _connect_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.url.startswith("wss://"):
+            kwargs.setdefault("ssl", self.tls_client_context)
+        return kwargs
+
+    @property
     def mw(self) -> Middleware:
         assert self.middleware is not None
         return self.middleware
@@ -100,14 +114,15 @@ class InProcessDaemon:
 
     @contextlib.asynccontextmanager
     async def client(self, **kwargs: Any) -> AsyncIterator[Client]:
-        """An unauthenticated TCP client."""
-        async with open_client(self.url, **kwargs) as c:
+        """An unauthenticated TCP client (over TLS, trusting the daemon's certificate,
+        when ``tls`` is on)."""
+        async with open_client(self.url, **self._connect_options(kwargs)) as c:
             yield c
 
     @contextlib.asynccontextmanager
     async def admin(self) -> AsyncIterator[Client]:
         """A TCP client logged in as ``admin`` (password only; admin has no secret)."""
-        async with open_client(self.url) as c:
+        async with open_client(self.url, **self._connect_options({})) as c:
             resp = await c.login("admin", ADMIN_PASSWORD)
             assert resp["response_type"] == "SUCCESS", resp
             yield c
@@ -137,6 +152,13 @@ class SubprocessDaemon:
     process: subprocess.Popen[str]
     url: str
     env: dict[str, str]
+    #: With TLS: the start-up line about the certificate (path and SHA-256 fingerprint).
+    tls_line: str | None = None
+
+    @property
+    def fingerprint(self) -> str | None:
+        """With TLS: the SHA-256 fingerprint the daemon printed at start-up."""
+        return None if self.tls_line is None else self.tls_line.rsplit(" ", 1)[1]
 
     @property
     def socket_path(self) -> Path:
@@ -224,17 +246,20 @@ def start_subprocess_daemon(
 
     sel = selectors.DefaultSelector()
     sel.register(process.stdout, selectors.EVENT_READ)
-    line = ""
+    line = tls_line = ""
     if sel.select(timeout):
         line = process.stdout.readline()
     sel.close()
-    if not line.startswith("listening on "):
+    if line.startswith("listening on wss://"):
+        # Printed right after the URL (so no select: it may be buffered already).
+        tls_line = process.stdout.readline().strip()
+    if not line.startswith("listening on ") or (" wss://" in line and not tls_line):
         _signal_group(process, signal.SIGKILL)
         process.wait()
         process.stdout.close()
         log = (base / "daemon.log").read_text() if (base / "daemon.log").exists() else ""
         raise RuntimeError(f"daemon did not start: {line!r}\n{log[-2000:]}")
-    return SubprocessDaemon(base, process, line.split()[2], env)
+    return SubprocessDaemon(base, process, line.split()[2], env, tls_line or None)
 
 
 @contextlib.contextmanager
