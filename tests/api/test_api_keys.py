@@ -10,10 +10,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from websockets.exceptions import ConnectionClosed
 
 from middlewared_2fa.cli.client import Client, ClientError, open_client
 from middlewared_2fa.clock import FrozenClock
+from tests.helpers.certs import rfc5929_end_point
 from tests.helpers.daemon import InProcessDaemon
 from tests.helpers.rfc import RFC_SECRET
 from tests.helpers.scram_client import ScramClient
@@ -310,3 +313,46 @@ async def test_convert_raw_key_gives_the_stored_scram_data(daemon: InProcessDaem
         with pytest.raises(ClientError) as err:
             await admin.call("api_key.convert_raw_key", "nonsense")
         assert err.value.code == -32602 and err.value.extra[0][0] == "raw_key"
+
+
+@pytest.mark.settings(tls=True)
+async def test_scram_with_channel_binding_over_tls(daemon: InProcessDaemon) -> None:
+    """Over wss://, ``p=tls-server-end-point`` with the RFC 5929 hash of the certificate
+    the client was served logs in; a wrong binding (another hash, or none while the
+    header asks for one) is AUTH_ERR; a plain key over TLS is not revoked."""
+    cert = x509.load_pem_x509_certificate(daemon.settings.tls_cert_path.read_bytes())
+    served = rfc5929_end_point(cert.public_bytes(serialization.Encoding.DER))
+    async with daemon.admin() as admin:
+        made = await bob_with_key(daemon, admin)
+    key_id, material = made["key"].split("-", 1)
+    async with daemon.client() as c:
+        client = ScramClient(
+            "bob", int(key_id), material, gs2_header="p=tls-server-end-point,,", binding_data=served
+        )
+        done = await scram_login(c, client)
+        assert done["scram_type"] == "SERVER_FINAL_RESPONSE" and client.verify(done["rfc_str"])
+        [mine] = [s for s in await c.call("auth.sessions") if s["current"]]
+        assert mine["secure_transport"] is True and mine["credentials"] == "API_KEY"
+    for binding in (bytes(len(served)), b""):
+        async with daemon.client() as c:
+            wrong = ScramClient(
+                "bob",
+                int(key_id),
+                material,
+                gs2_header="p=tls-server-end-point,,",
+                binding_data=binding,
+            )
+            assert await scram_login(c, wrong) == {"response_type": "AUTH_ERR"}
+    async with daemon.client() as c:
+        assert (await plain(c, "bob", made["key"]))["response_type"] == "SUCCESS"
+
+
+async def test_channel_binding_over_plaintext_is_auth_err(daemon: InProcessDaemon) -> None:
+    async with daemon.admin() as admin:
+        made = await bob_with_key(daemon, admin)
+    key_id, material = made["key"].split("-", 1)
+    async with daemon.client() as c:
+        asking = ScramClient(
+            "bob", int(key_id), material, gs2_header="p=tls-server-end-point,,", binding_data=b"x"
+        )
+        assert await scram_login(c, asking) == {"response_type": "AUTH_ERR"}
