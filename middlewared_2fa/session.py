@@ -211,6 +211,9 @@ class Token:
         origin: Client address the token is bound to, or None (``match_origin=false``).
         single_use: Spent by its first login.
         session_id: The session that made it (its logout ends the token).
+        api_key: ``(id, name)`` of the API key the parent login used, or None: the token
+            and its sessions end with that key (API.md §9, §11).
+        key_expires_at: That key's expiry (Unix time), or None.
     """
 
     user_id: int | None
@@ -222,6 +225,8 @@ class Token:
     origin: str | None
     single_use: bool
     session_id: str
+    api_key: tuple[int, str] | None = None
+    key_expires_at: float | None = None
 
 
 class StaleCredential(Exception):
@@ -399,16 +404,21 @@ class SessionRegistry:
             while len(self._tokens) >= MAX_TOKENS:
                 del self._tokens[next(iter(self._tokens))]
         value = secrets.token_urlsafe(32)
+        expires = now + ttl
+        if identity.expires_at is not None:
+            expires = min(expires, identity.expires_at)  # never outlives its credential
         self._tokens[value] = Token(
             user_id=identity.user_id,
             username=identity.username,
             roles=list(identity.roles),
             generation=identity.generation,
             parent=identity.root,
-            expires=now + ttl,
+            expires=expires,
             origin=origin,
             single_use=single_use,
             session_id=session.id,
+            api_key=identity.api_key,
+            key_expires_at=identity.expires_at,
         )
         return value
 
@@ -426,6 +436,21 @@ class SessionRegistry:
         if token.single_use:
             del self._tokens[value]
         return token
+
+    def end_api_key(self, key_id: int) -> int:
+        """API key ``key_id`` was deleted, reset, re-dated or revoked: every session that
+        rests on it (its own logins and the token sessions derived from them) and every
+        token made from them end. Returns how many sessions ended."""
+        ended = 0
+        for endpoint in list(self._endpoints.values()):
+            identity = endpoint.session.identity
+            if identity is not None and identity.api_key and identity.api_key[0] == key_id:
+                self.logout(endpoint)
+                endpoint.end()
+                ended += 1
+        for key in [k for k, t in self._tokens.items() if t.api_key and t.api_key[0] == key_id]:
+            del self._tokens[key]
+        return ended
 
     def withdraw_tokens(self, session_id: str) -> None:
         """End every token made by session ``session_id``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from middlewared_2fa.schema.auth import LoginOptions
 from middlewared_2fa.schema.common import DateOut, EntryId, Model, Out, QueryArgs
@@ -38,8 +38,16 @@ class Scram(Model):
     login_options: LoginOptions = Field(default_factory=LoginOptions)
 
 
+def _printable_name(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must be printable (no control or formatting characters)")
+    return value
+
+
 class ApiKeyCreate(Model):
     name: str = Field(min_length=1, max_length=200)
+
+    _name = field_validator("name")(classmethod(lambda cls, v: _printable_name(v)))
     username: str | None = Field(
         None, max_length=256, description="the key's user (default: the caller)"
     )
@@ -52,6 +60,8 @@ class ApiKeyUpdate(Model):
     name: str = Field("", min_length=1, max_length=200)
     expires_at: DateIn | None = None
     reset: bool = Field(False, description="a new key (shown once); the old one stops working")
+
+    _name = field_validator("name")(classmethod(lambda cls, v: _printable_name(v)))
 
 
 class ApiKeyEntry(Out):

@@ -230,11 +230,8 @@ class ApiKeyService(Service):
         return [_row(r) for r in rows]
 
     def _end_sessions(self, key_id: int) -> None:
-        registry = self.middleware.sessions
-        for session in list(registry.sessions()):
-            identity = session.identity
-            if identity is not None and identity.api_key and identity.api_key[0] == key_id:
-                registry.end(session.id)
+        """End the key's sessions, the token sessions derived from them and their tokens."""
+        self.middleware.sessions.end_api_key(key_id)
 
     def _usable(self, row: KeyRow) -> bool:
         """Neither revoked nor expired."""
@@ -357,6 +354,17 @@ class ApiKeyService(Service):
         """
         await self._key_for_change(ctx, id)
         given = api_key_update.model_fields_set
+        identity = ctx.identity
+        if api_key_update.reset:
+            await self._require_enforce_level(ctx)  # a reset makes a new key (API.md §4)
+        if (
+            identity.api_key is not None
+            and identity.api_key[0] == id
+            and ("expires_at" in given or api_key_update.reset)
+        ):
+            raise CallError(
+                "A key cannot reset itself or change its own expiry; use another session", EPERM
+            )
         sets: dict[str, Any] = {}
         if "name" in given:
             sets["name"] = api_key_update.name
@@ -430,6 +438,10 @@ class ApiKeyService(Service):
         redact(raw_key)
         parts = split_key(raw_key)
         row = await self._get(parts[0]) if parts else None
+        identity = ctx.identity
+        if row is not None and row.user_id != identity.user_id:
+            if not has_any(identity.granted, ["API_KEY_READ"]):
+                row = None  # another user's key: as if it did not exist
         if parts is None or row is None:
             raise ValidationError("raw_key", "Not the key of an existing API key")
         keys = await self.middleware.hashing.run(
@@ -507,7 +519,34 @@ class ApiKeyService(Service):
             logger.warning("API key %d of %s revoked: %s", row.id, user.username, reason)
             await auth.fail_quietly(ctx, user.username, f"API key {row.id} revoked: {reason}")
             return {"response_type": "EXPIRED"}
-        return await auth.establish(ctx, user, attempt, self._proof(row), data.login_options)
+        return await self._establish_checked(ctx, user, attempt, row, data.login_options)
+
+    async def _establish_checked(
+        self, ctx: CallContext, user: UserRow, attempt: Any, row: KeyRow, options: Any
+    ) -> dict[str, Any]:
+        """Establish the key session, then read the key again: a delete, reset, re-dating
+        or revocation that landed while the login was in flight (PBKDF2 takes time) makes
+        it AUTH_ERR and ends the session, never a session on the old key (API.md §9)."""
+        auth = self._auth
+        fresh = await self._get(row.id)
+        if not self._same(row, fresh):
+            auth.refund_attempt(attempt)
+            await auth.fail_quietly(ctx, user.username, f"API key {row.id} changed during login")
+            return {"response_type": "AUTH_ERR"}
+        done = await auth.establish(ctx, user, attempt, self._proof(row), options)
+        if done["response_type"] == "SUCCESS" and not self._same(row, await self._get(row.id)):
+            self._end_sessions(row.id)
+            return {"response_type": "AUTH_ERR"}
+        return done
+
+    def _same(self, row: KeyRow, fresh: KeyRow | None) -> bool:
+        return (
+            fresh is not None
+            and fresh.stored_key == row.stored_key
+            and fresh.expires_at == row.expires_at
+            and not fresh.revoked
+            and self._usable(fresh)
+        )
 
     async def _scram(self, ctx: CallContext, data: Scram) -> dict[str, Any]:
         """``SCRAM``: the two steps of SCRAM-SHA-512 (API.md §11)."""
@@ -595,7 +634,7 @@ class ApiKeyService(Service):
             auth.refund_attempt(attempt)
             await auth.fail_quietly(ctx, user.username, f"expired or revoked API key {row.id}")
             return {"response_type": "EXPIRED"}
-        done = await auth.establish(ctx, user, attempt, self._proof(row), data.login_options)
+        done = await self._establish_checked(ctx, user, attempt, row, data.login_options)
         if done["response_type"] != "SUCCESS":
             return done
         return {

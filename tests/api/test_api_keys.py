@@ -356,3 +356,91 @@ async def test_channel_binding_over_plaintext_is_auth_err(daemon: InProcessDaemo
             "bob", int(key_id), material, gs2_header="p=tls-server-end-point,,", binding_data=b"x"
         )
         assert await scram_login(c, asking) == {"response_type": "AUTH_ERR"}
+
+
+async def test_tokens_of_a_key_session_end_with_the_key(
+    stack: contextlib.AsyncExitStack, daemon: InProcessDaemon, clock: FrozenClock
+) -> None:
+    """A token made by a key session, and the session it logs in, rest on the key: they
+    end when it is deleted, and a token never outlives the key's expiry (attack helper:
+    they used to)."""
+    async with daemon.admin() as admin:
+        expires = {"$date": int((clock.time() + 600) * 1000)}
+        made = await bob_with_key(daemon, admin, expires_at=expires)
+        c = await stack.enter_async_context(open_client(daemon.url))
+        assert (await plain(c, "bob", made["key"]))["response_type"] == "SUCCESS"
+        late = await c.call("auth.generate_token", 86400, {}, False)
+        kept = await c.call("auth.generate_token", 86400, {}, False)
+        t = await stack.enter_async_context(open_client(daemon.url))
+        done = await t.call("auth.login_ex", {"mechanism": "TOKEN_PLAIN", "token": kept})
+        assert done["response_type"] == "SUCCESS"
+        [mine] = [s for s in await t.call("auth.sessions") if s["current"]]
+        assert mine["credentials_data"]["api_key"]["id"] == made["id"]
+        clock.advance(601)
+        async with daemon.client() as x:
+            answer = await x.call("auth.login_ex", {"mechanism": "TOKEN_PLAIN", "token": late})
+            assert answer == {"response_type": "AUTH_ERR"}
+        second = await admin.call("api_key.create", {"name": "two", "username": "bob"})
+        d = await stack.enter_async_context(open_client(daemon.url))
+        assert (await plain(d, "bob", second["key"]))["response_type"] == "SUCCESS"
+        token = await d.call("auth.generate_token", 86400, {}, False)
+        e = await stack.enter_async_context(open_client(daemon.url))
+        assert (await e.call("auth.login_ex", {"mechanism": "TOKEN_PLAIN", "token": token}))[
+            "response_type"
+        ] == "SUCCESS"
+        spare = await d.call("auth.generate_token", 86400, {}, False)
+        await admin.call("api_key.delete", second["id"])
+        for session in (d, e):
+            with pytest.raises((ClientError, ConnectionClosed, ConnectionError)):
+                await session.call("auth.me", timeout=10)
+        async with daemon.client() as x:
+            answer = await x.call("auth.login_ex", {"mechanism": "TOKEN_PLAIN", "token": spare})
+            assert answer == {"response_type": "AUTH_ERR"}
+
+
+async def test_a_key_session_cannot_extend_or_reset_its_own_key(daemon: InProcessDaemon) -> None:
+    async with daemon.admin() as admin:
+        made = await bob_with_key(daemon, admin)
+    async with daemon.client() as c:
+        assert (await plain(c, "bob", made["key"]))["response_type"] == "SUCCESS"
+        for change in ({"expires_at": None}, {"reset": True}):
+            with pytest.raises(ClientError) as err:
+                await c.call("api_key.update", made["id"], change)
+            assert err.value.errname == "EPERM"
+        renamed = await c.call("api_key.update", made["id"], {"name": "renamed"})
+        assert renamed["name"] == "renamed"
+
+
+async def test_enforce_also_guards_reset(daemon: InProcessDaemon) -> None:
+    async with daemon.root() as root:
+        await root.call("auth.twofactor.update", {"enabled": True})
+        await root.call("user.create", {"username": "ops", "password": "pw-ops"})
+        await daemon.seed_secret("ops", RFC_SECRET)
+        first = await root.call("api_key.create", {"name": "a", "username": "ops"})
+        other = await root.call("api_key.create", {"name": "b", "username": "ops"})
+        await root.call("auth.twofactor.update", {"enforce": True})
+    async with daemon.client() as c:
+        assert (await plain(c, "ops", first["key"]))["response_type"] == "SUCCESS"
+        with pytest.raises(ClientError) as err:
+            await c.call("api_key.update", other["id"], {"reset": True})
+        assert err.value.errname == "EACCES"
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "nul\x00", "rtl\u202eoverride"])
+async def test_key_names_are_printable(daemon: InProcessDaemon, name: str) -> None:
+    async with daemon.admin() as admin:
+        with pytest.raises(ClientError) as err:
+            await admin.call("api_key.create", {"name": name})
+        assert err.value.code == -32602
+        assert err.value.extra[0][0] == "api_key_create.name"
+
+
+async def test_convert_raw_key_of_another_user_is_as_unknown(daemon: InProcessDaemon) -> None:
+    async with daemon.admin() as admin:
+        made = await bob_with_key(daemon, admin)
+        await admin.call("user.create", {"username": "nosy", "password": "pw-nosy"})
+    async with daemon.client() as c:
+        await c.login("nosy", "pw-nosy")
+        with pytest.raises(ClientError) as err:
+            await c.call("api_key.convert_raw_key", made["key"])
+        assert err.value.code == -32602
