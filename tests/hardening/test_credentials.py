@@ -12,6 +12,7 @@ from typing import Any
 
 import pyotp
 import pytest
+from argon2 import PasswordHasher
 
 from middlewared_2fa.cli.client import Client, ClientError
 from middlewared_2fa.clock import FrozenClock
@@ -220,6 +221,12 @@ async def test_change_during_logins_in_flight(daemon: InProcessDaemon, change: s
             "user.create",
             {"username": "alice", "password": "pw-a", "roles": ["SYSTEM_SECURITY_WRITE"]},
         )
+        # A costlier hash of the same password (verify reads the cost from the hash): on a
+        # slow machine the first logins must still be hashing when the thirtieth arrives,
+        # or "all thirty in flight" below is never true at once (seen in CI: the default
+        # cost let the first hashes finish first).
+        slow = PasswordHasher(time_cost=6, memory_cost=65536, parallelism=1).hash("pw-a")
+        await daemon.mw.repos.users.update(alice["id"], {"password_hash": slow})
         async with contextlib.AsyncExitStack() as stack:
             clients = [await stack.enter_async_context(daemon.client()) for _ in range(30)]
             logins = [asyncio.create_task(c.login("alice", "pw-a")) for c in clients]
