@@ -35,7 +35,7 @@ from middlewared_2fa.schema.user import (
     UserUnset2faSecretArgs,
     UserVerifyTwofactorTokenArgs,
 )
-from middlewared_2fa.session import Identity, Proof, StaleCredential
+from middlewared_2fa.session import Credentials, Identity, Level, Proof, StaleCredential
 
 from ..auth_twofactor import TwoFactorService
 from . import otpauth
@@ -363,38 +363,34 @@ class UserTwoFactor:
 
     def _to_setup_only(self, ctx: CallContext, row: UserRow) -> None:
         """Make the caller's session a setup-only, LEVEL_1 one (same account and
-        generation), as a password login of ``row`` under ``enforce`` would be."""
-        identity = ctx.session.identity
-        if (
-            identity is None
-            or identity.user_id != row.id
-            or identity.generation != row.generation
-            or ctx.connection is None
-        ):
-            return
-        proof = Proof(
-            "LOGIN_PASSWORD", "LEVEL_1", secrets.token_hex(8), self.middleware.clock.time()
-        )
-        downgraded = Identity(
-            identity.user_id,
-            identity.username,
-            list(identity.roles),
-            "LOGIN_PASSWORD",
-            level="LEVEL_1",
-            generation=identity.generation,
-            proof=proof,
-            setup_only=True,
-        )
-        try:
-            ctx.login(downgraded)
-        except StaleCredential:
+        generation), as a password login of ``row`` under ``enforce`` would be. Logged
+        out if the account changed meanwhile."""
+        if not self._relogin(ctx, row, "LOGIN_PASSWORD", "LEVEL_1", setup_only=True):
             ctx.logout()
 
     def _upgrade(self, ctx: CallContext, row: UserRow) -> None:
-        """Make the caller's session LEVEL_2 and no longer setup-only: a new login of the
-        same account and generation (``LOGIN_TWOFACTOR``), so a credential change in the
-        meantime still ends it (API.md §4, §9). ``PASSWORD_CHANGE_REQUIRED`` stays until
-        the session sets a new password."""
+        """Make the caller's session LEVEL_2 and no longer setup-only (``LOGIN_TWOFACTOR``;
+        API.md §4, §9). ``PASSWORD_CHANGE_REQUIRED`` stays until the session sets a new
+        password."""
+        if not self._relogin(ctx, row, "LOGIN_TWOFACTOR", "LEVEL_2", setup_only=False):
+            logger.warning("session of user id %s could not be upgraded", row.id)
+
+    def _relogin(
+        self,
+        ctx: CallContext,
+        row: UserRow,
+        credentials: Credentials,
+        level: Level,
+        *,
+        setup_only: bool,
+    ) -> bool:
+        """Replace the caller's identity with a new login of the same account and
+        generation (so a credential change in the meantime still ends it, API.md §9).
+
+        Returns:
+            False when the caller is not ``row``'s user at its generation, or the
+            registry refused the login as stale; True when the session was replaced.
+        """
         identity = ctx.session.identity
         if (
             identity is None
@@ -402,21 +398,21 @@ class UserTwoFactor:
             or identity.generation != row.generation
             or ctx.connection is None
         ):
-            return
-        proof = Proof(
-            "LOGIN_TWOFACTOR", "LEVEL_2", secrets.token_hex(8), self.middleware.clock.time()
-        )
-        upgraded = Identity(
+            return False
+        proof = Proof(credentials, level, secrets.token_hex(8), self.middleware.clock.time())
+        replaced = Identity(
             identity.user_id,
             identity.username,
             list(identity.roles),
-            "LOGIN_TWOFACTOR",
-            level="LEVEL_2",
+            credentials,
+            level=level,
             generation=identity.generation,
             proof=proof,
-            attributes=tuple(a for a in identity.attributes if a != "OTPW"),
+            setup_only=setup_only,
+            attributes=() if setup_only else tuple(a for a in identity.attributes if a != "OTPW"),
         )
         try:
-            ctx.login(upgraded)
+            ctx.login(replaced)
         except StaleCredential:
-            logger.warning("session of user id %s could not be upgraded", identity.user_id)
+            return False
+        return True
