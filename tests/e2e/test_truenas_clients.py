@@ -1,9 +1,8 @@
 """Unmodified third-party TrueNAS clients against the daemon (API.md §3, §11): pytruenas
-from the package registry, in its own environment (tests/clients/requirements.txt,
-installed by scripts/test), run as a separate program.
-
-aiotruenas needs Python 3.13 or newer and this machine has 3.11 (docs/decisions.md); it is
-not tested here.
+and aiotruenas from the package registry, in their own environment on Python >= 3.13
+(tests/clients/requirements.txt, installed by scripts/test), each run as a separate
+program, over ws:// on loopback and over wss:// with the generated certificate, which the
+client checks (never an "insecure" switch).
 """
 
 from __future__ import annotations
@@ -25,28 +24,58 @@ from tests.helpers.oath import secret_of
 HERE = Path(__file__).resolve().parents[1] / "clients"
 PYTHON = os.environ.get("MIDDLEWARED_2FA_CLIENTS_PYTHON", "")
 
-pytestmark = pytest.mark.skipif(
-    not (PYTHON and Path(PYTHON).exists()),
-    reason="the clients' environment (scripts/test makes .venv-clients) is missing",
-)
 
 
-@pytest.fixture
-def process_daemon() -> Iterator[SubprocessDaemon]:
-    with subprocess_daemon(extra_env={"MIDDLEWARED_2FA_NTP_TIMEOUT": "1"}) as daemon:
+@pytest.fixture(scope="module", autouse=True)
+def clients_environment() -> None:
+    """scripts/test makes the environment; without it these tests fail (never skip)."""
+    assert PYTHON and Path(PYTHON).exists(), (
+        "MIDDLEWARED_2FA_CLIENTS_PYTHON is not set or missing: run the tests through "
+        "scripts/test, which installs tests/clients/requirements.txt into .venv-clients"
+    )
+
+
+@pytest.fixture(params=["ws", "wss"])
+def process_daemon(request: pytest.FixtureRequest) -> Iterator[SubprocessDaemon]:
+    env = {"MIDDLEWARED_2FA_NTP_TIMEOUT": "1"}
+    if request.param == "wss":
+        env["MIDDLEWARED_2FA_TLS"] = "true"
+    with subprocess_daemon(extra_env=env) as daemon:
+        assert daemon.url.startswith(f"{request.param}://")
         yield daemon
 
 
-def pytruenas(url: str, credentials: str) -> dict[str, str]:
+def _cert_file(daemon: SubprocessDaemon) -> str | None:
+    """Over wss: the daemon's generated certificate (what the client is told to trust)."""
+    if not daemon.url.startswith("wss://"):
+        return None
+    return str(daemon.base / "state" / "tls-cert.pem")
+
+
+def _run(script: str, args: list[str], cafile: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    if cafile is not None:
+        # aiotruenas trusts the default store; this makes the daemon's certificate that store.
+        env["SSL_CERT_FILE"] = cafile
     done = subprocess.run(
-        [PYTHON, str(HERE / "pytruenas_login.py"), url, credentials],
+        [PYTHON, str(HERE / script), *args],
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     answer: dict[str, str] = json.loads(done.stdout.strip().splitlines()[-1])
     return answer
+
+
+def pytruenas(daemon: SubprocessDaemon, credentials: str) -> dict[str, str]:
+    cafile = _cert_file(daemon)
+    return _run("pytruenas_login.py", [daemon.url, credentials, *([cafile] if cafile else [])])
+
+
+def aiotruenas(daemon: SubprocessDaemon, key: str) -> dict[str, str]:
+    return _run("aiotruenas_login.py", [daemon.url, key], cafile=_cert_file(daemon))
 
 
 async def test_pytruenas_logs_in_with_an_api_key(process_daemon: SubprocessDaemon) -> None:
@@ -54,16 +83,35 @@ async def test_pytruenas_logs_in_with_an_api_key(process_daemon: SubprocessDaemo
     async with open_client(process_daemon.unix_uri) as root:
         await root.call("user.create", {"username": "robot", "password": "pw-robot"})
         made = await root.call("api_key.create", {"name": "pytruenas", "username": "robot"})
-    got = await asyncio.to_thread(pytruenas, process_daemon.url, made["key"])
+    got = await asyncio.to_thread(pytruenas, process_daemon, made["key"])
     assert got == {"credentials": "API_KEY", "pw_name": "robot"}
 
 
 async def test_pytruenas_logs_in_with_password_and_code(process_daemon: SubprocessDaemon) -> None:
-    async with open_client(process_daemon.url) as admin:
-        await admin.login("admin", ADMIN_PASSWORD)
+    async with open_client(process_daemon.unix_uri) as admin:
         await admin.call("auth.twofactor.update", {"enabled": True, "window": 1})
         await admin.call("user.create", {"username": "human", "password": "pw-human"})
         secret = secret_of(await admin.call("user.renew_2fa_secret", "human"))
     code = pyotp.TOTP(secret).now()
-    got = await asyncio.to_thread(pytruenas, process_daemon.url, f"human:pw-human\n{code}")
+    got = await asyncio.to_thread(pytruenas, process_daemon, f"human:pw-human\n{code}")
     assert got == {"credentials": "LOGIN_TWOFACTOR", "pw_name": "human"}
+
+
+async def test_aiotruenas_logs_in_with_an_api_key(process_daemon: SubprocessDaemon) -> None:
+    """aiotruenas sends auth.login_with_api_key [KEY] to /api/current and wants ``true``."""
+    async with open_client(process_daemon.unix_uri) as root:
+        await root.call("user.create", {"username": "robot", "password": "pw-robot"})
+        made = await root.call("api_key.create", {"name": "aiotruenas", "username": "robot"})
+    got = await asyncio.to_thread(aiotruenas, process_daemon, made["key"])
+    assert got == {"credentials": "API_KEY", "pw_name": "robot"}
+
+
+async def test_aiotruenas_with_a_revoked_key_is_refused(process_daemon: SubprocessDaemon) -> None:
+    """A deleted key fails aiotruenas's login (the client raises; nothing is printed)."""
+    async with open_client(process_daemon.unix_uri) as root:
+        await root.call("user.create", {"username": "robot", "password": "pw-robot"})
+        made = await root.call("api_key.create", {"name": "gone", "username": "robot"})
+        await root.call("api_key.delete", made["id"])
+    with pytest.raises(AssertionError, match="TrueNASAuthenticationError|rejected"):
+        await asyncio.to_thread(aiotruenas, process_daemon, made["key"])
+
