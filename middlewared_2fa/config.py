@@ -224,12 +224,17 @@ def plugin_settings(
                 and isinstance(value, str)
                 and get_origin(info.annotation) in (list, tuple, set)
             ):
-                try:
-                    value = json.loads(value)
-                except json.JSONDecodeError as exc:
-                    raise StartupError(
-                        f"environment: {ENV_PREFIX}{key.upper()} is not a JSON list: {exc}"
-                    ) from None
+                # As the framework's list settings: a JSON list, or comma-separated.
+                value = value.strip()
+                if value.startswith("["):
+                    try:
+                        value = json.loads(value)
+                    except json.JSONDecodeError as exc:
+                        raise StartupError(
+                            f"environment: {ENV_PREFIX}{key.upper()} is not a JSON list: {exc}"
+                        ) from None
+                else:
+                    value = [part.strip() for part in value.split(",") if part.strip()]
             values[key] = value
         try:
             found[model] = model.model_validate(values)

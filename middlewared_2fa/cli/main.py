@@ -5,6 +5,7 @@ Examples::
     midclt2fa call core.ping
     midclt2fa -u ws://127.0.0.1:8642/api/current -U admin call auth.twofactor.config
     midclt2fa -u wss://127.0.0.1:8642/api/current --cafile state/tls-cert.pem ping
+    midclt2fa -u wss://nas:8642/api/current --cafile nas.pem -U backup -K ~/.backup.key call auth.me
     midclt2fa call user.renew_2fa_secret alice '{"interval": 30, "otp_digits": 6}'
     echo '["alice"]' | midclt2fa call user.provisioning_uri -
     echo '{"otp_digits": 8}' | midclt2fa call user.renew_2fa_secret alice -
@@ -16,9 +17,12 @@ of JSON. Errors go to stderr as ``midclt2fa: REASON`` (one indented line per inv
 Password and code prompts appear on the controlling terminal (``/dev/tty``, as ``getpass``
 does), so stdin stays free for ``-``; without a terminal, ``-P``/``--otp`` are needed. The
 code of the OTP step is the authenticator app's one-time code or one of the user's
-recovery codes (API.md §10), sent as typed. A login that lands in a setup-only session
-(``enforce``, or a one-time password from an administrator: API.md §4, §10) prints a note
-on stderr saying which calls that session may make.
+recovery codes (API.md §10), sent as typed. ``-K`` logs in with an API key instead
+(API.md §11): SCRAM-SHA-512 by default, bound to the TLS certificate over ``wss://``, so
+the key itself never crosses the wire; ``--key-mechanism PLAIN`` sends it as it is. A
+login that lands in a setup-only session (``enforce``, or a one-time password from an
+administrator: API.md §4, §10) prints a note on stderr saying which calls that session may
+make.
 
 Exit status: 0 on success, 1 on every failure (usage error, error reply, failed login, no
 daemon, interrupted).
@@ -31,6 +35,7 @@ import asyncio
 import json
 import locale
 import os
+import re
 import shlex
 import ssl
 import sys
@@ -40,9 +45,12 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import segno
+from cryptography import x509
 from websockets.exceptions import InvalidHandshake, InvalidMessage, InvalidURI
 
 from middlewared_2fa.cli.client import Client, ClientError, ConnectError, open_client, tls_context
+from middlewared_2fa.cli.scram import ScramClientError, ScramExchange
+from middlewared_2fa.tls import tls_server_end_point
 
 #: JSON-RPC code of a call error (API.md §2) and errno of "Not authenticated".
 _CALL_ERROR = -32001
@@ -110,6 +118,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--otp",
         metavar="CODE",
         help="one-time code or recovery code (asked on the terminal when the daemon requires one)",
+    )
+    parser.add_argument(
+        "-K",
+        "--api-key",
+        metavar="KEY",
+        help="log in as -U's user with this API key: ID-KEY as api_key.create showed it, or a "
+        "file holding it (better: a key on the command line is visible to other local users)",
+    )
+    parser.add_argument(
+        "--key-mechanism",
+        choices=("SCRAM", "PLAIN"),
+        default="SCRAM",
+        help="how -K logs in: SCRAM (default: the key never crosses the wire, and over wss:// "
+        "the exchange is bound to the certificate) or PLAIN (the key is sent; over plaintext "
+        "TCP from outside the daemon's local networks the daemon revokes it at once)",
     )
     parser.add_argument(
         "-t", "--timeout", type=_timeout, default=60.0, help="seconds per call (default 60)"
@@ -252,11 +275,110 @@ THROTTLED = (
 async def _login(client: Client, args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
     """Log in as ``args.username``; returns the SUCCESS answer of ``auth.login_ex``."""
     try:
+        if args.api_key is not None:
+            return await _login_with_key(client, args)
         return await _login_steps(client, args, stdin)
     except ClientError as exc:
         if exc.errname == "EBUSY":
             raise Failure(THROTTLED) from None
         raise
+
+
+_KEY_SHAPE = re.compile(r"[0-9]+-[A-Za-z0-9]+")
+
+
+def read_api_key(value: str) -> tuple[int, str]:
+    """``-K``'s value as (key id, key material): the key itself (``ID-KEY``), or the first
+    line of the file it names.
+
+    Raises:
+        Failure: neither a key nor a readable file holding one (the value is not repeated:
+            it may be a key with a typo).
+    """
+    text = value.strip()
+    if not _KEY_SHAPE.fullmatch(text):
+        try:
+            lines = Path(value).expanduser().read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise Failure(
+                "-K: not an API key (ID-KEY, as api_key.create showed it) and no such file"
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not text"
+            raise Failure(f"-K: cannot read the key file: {why}") from None
+        text = lines[0].strip() if lines else ""
+        if not _KEY_SHAPE.fullmatch(text):
+            raise Failure("-K: the file does not hold an API key (ID-KEY on its first line)")
+    key_id, material = text.split("-", 1)
+    return int(key_id), material
+
+
+def _channel_binding(client: Client) -> bytes | None:
+    """Over TLS: RFC 5929 ``tls-server-end-point`` of the certificate the daemon served."""
+    ssl_object = client.ws.transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return None if der is None else tls_server_end_point(x509.load_der_x509_certificate(der))
+
+
+def _key_failure(resp: dict[str, Any]) -> Failure:
+    if resp.get("response_type") == "EXPIRED":
+        return Failure(
+            "login failed: the API key has expired or was revoked (see api_key.query "
+            "revoked_reason); make a new one with api_key.update ID '{\"reset\": true}'"
+        )
+    return Failure("login failed: wrong username or API key")
+
+
+async def _login_with_key(client: Client, args: argparse.Namespace) -> dict[str, Any]:
+    """Log in as ``args.username`` with the API key ``args.api_key`` (API.md §11)."""
+    key_id, material = read_api_key(args.api_key)
+    if args.key_mechanism == "PLAIN":
+        resp = await client.call(
+            "auth.login_ex",
+            {
+                "mechanism": "API_KEY_PLAIN",
+                "username": args.username,
+                "api_key": f"{key_id}-{material}",
+            },
+            timeout=args.timeout,
+        )
+        if resp["response_type"] != "SUCCESS":
+            raise _key_failure(resp)
+        return dict(resp)
+    scram = ScramExchange(args.username, key_id, material, _channel_binding(client))
+    resp = await client.call(
+        "auth.login_ex",
+        {"mechanism": "SCRAM", "scram_type": "CLIENT_FIRST_MESSAGE", "rfc_str": scram.first()},
+        timeout=args.timeout,
+    )
+    if resp["response_type"] != "SCRAM_RESPONSE":
+        raise _key_failure(resp)
+    try:
+        # PBKDF2 with the key's iteration count (500,000): off the loop, which keeps
+        # answering the daemon's keepalive pings.
+        final = await asyncio.to_thread(scram.final, resp["rfc_str"])
+    except ScramClientError as exc:
+        raise Failure(
+            f"login failed: the daemon's SCRAM answer is not acceptable ({exc})"
+        ) from None
+    resp = await client.call(
+        "auth.login_ex",
+        {"mechanism": "SCRAM", "scram_type": "CLIENT_FINAL_MESSAGE", "rfc_str": final},
+        timeout=args.timeout,
+    )
+    if resp["response_type"] != "SCRAM_RESPONSE":
+        raise _key_failure(resp)
+    try:
+        scram.verify(resp["rfc_str"])
+    except ScramClientError:
+        # The daemon accepted us but could not prove it holds the key's server key.
+        raise Failure(
+            "login failed: the daemon's SCRAM signature is wrong: it is not the daemon that "
+            "holds this key (someone in the path?)"
+        ) from None
+    return dict(resp)
 
 
 async def _login_steps(client: Client, args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
@@ -515,6 +637,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.username is None and (args.password is not None or args.otp is not None):
         parser.error("-P/--password and --otp need -U/--username")
+    if args.api_key is not None and args.username is None:
+        parser.error("-K/--api-key needs -U/--username, the key's user (SCRAM names it)")
+    if args.api_key is not None and (args.password is not None or args.otp is not None):
+        parser.error("-K/--api-key logs in without -P/--password and --otp")
     try:
         asyncio.run(run(args, sys.stdout, sys.stdin, sys.stderr))
     except Failure as exc:

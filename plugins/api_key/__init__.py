@@ -458,11 +458,13 @@ class ApiKeyService(Service):
 
     # -- login mechanisms ----------------------------------------------------------------
 
-    def _proof(self, row: KeyRow) -> StepProof:
+    def _proof(self, row: KeyRow, mechanism: str) -> StepProof:
+        """``mechanism`` is said in the audit entry: ``API_KEY_PLAIN``, ``SCRAM`` or ``SCRAM
+        with channel binding``."""
         return StepProof(
             "API_KEY",
             "LEVEL_1",
-            f"API key login (key {row.id})",
+            f"API key login (key {row.id}, {mechanism})",
             api_key=(row.id, row.name),
             expires_at=row.expires_at,
         )
@@ -519,10 +521,18 @@ class ApiKeyService(Service):
             logger.warning("API key %d of %s revoked: %s", row.id, user.username, reason)
             await auth.fail_quietly(ctx, user.username, f"API key {row.id} revoked: {reason}")
             return {"response_type": "EXPIRED"}
-        return await self._establish_checked(ctx, user, attempt, row, data.login_options)
+        return await self._establish_checked(
+            ctx, user, attempt, row, data.login_options, "API_KEY_PLAIN"
+        )
 
     async def _establish_checked(
-        self, ctx: CallContext, user: UserRow, attempt: Any, row: KeyRow, options: Any
+        self,
+        ctx: CallContext,
+        user: UserRow,
+        attempt: Any,
+        row: KeyRow,
+        options: Any,
+        mechanism: str,
     ) -> dict[str, Any]:
         """Establish the key session, then read the key again: a delete, reset, re-dating
         or revocation that landed while the login was in flight (PBKDF2 takes time) makes
@@ -533,7 +543,7 @@ class ApiKeyService(Service):
             auth.refund_attempt(attempt)
             await auth.fail_quietly(ctx, user.username, f"API key {row.id} changed during login")
             return {"response_type": "AUTH_ERR"}
-        done = await auth.establish(ctx, user, attempt, self._proof(row), options)
+        done = await auth.establish(ctx, user, attempt, self._proof(row, mechanism), options)
         if done["response_type"] == "SUCCESS" and not self._same(row, await self._get(row.id)):
             self._end_sessions(row.id)
             return {"response_type": "AUTH_ERR"}
@@ -634,7 +644,8 @@ class ApiKeyService(Service):
             auth.refund_attempt(attempt)
             await auth.fail_quietly(ctx, user.username, f"expired or revoked API key {row.id}")
             return {"response_type": "EXPIRED"}
-        done = await self._establish_checked(ctx, user, attempt, row, data.login_options)
+        mechanism = "SCRAM with channel binding" if pending.binding else "SCRAM"
+        done = await self._establish_checked(ctx, user, attempt, row, data.login_options, mechanism)
         if done["response_type"] != "SUCCESS":
             return done
         return {

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -491,6 +492,89 @@ def test_midclt2fa_over_wss(served: SubprocessDaemon) -> None:
     )
     done = _midclt("-u", served.url, "--cafile", str(served.base / "nothing.pem"), "ping")
     assert done.returncode == 1 and "cannot read --cafile" in done.stderr
+
+
+@contextlib.asynccontextmanager
+async def man_in_the_middle(url: str, folder: Path) -> AsyncIterator[str]:
+    """A TLS proxy to the daemon at ``url`` with a certificate of its own (as an attacker
+    with a self-signed certificate would run): it decrypts, relays every byte both ways
+    and re-encrypts. Yields its own ``wss://`` URL."""
+    cert_file, key_file = write_pair(folder / "mitm", make_leaf(make_ca("Attacker CA")))
+    served = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    served.load_cert_chain(cert_file, key_file)
+    host, port = _address(url)
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def relay(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        daemon_r, daemon_w = await asyncio.open_connection(
+            host, port, ssl=tls_context(insecure=True)
+        )
+        await asyncio.gather(pipe(client_r, daemon_w), pipe(daemon_r, client_w))
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0, ssl=served)
+    try:
+        yield f"wss://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/current"
+    finally:
+        server.close()
+
+
+async def test_midclt2fa_api_key_scram_is_bound_to_the_certificate(
+    served: SubprocessDaemon, tmp_path: Path
+) -> None:
+    """`midclt2fa -U USER -K KEY` over wss:// logs in with SCRAM bound to the daemon's
+    certificate (RFC 5929 tls-server-end-point). Through a man in the middle that the user
+    let in with --insecure, the same SCRAM login is AUTH_ERR (the binding names the
+    attacker's certificate) and the key is still unknown to the attacker; PLAIN through
+    the same proxy logs in: the key itself crossed the attacker's hands."""
+    async with open_client(served.unix_uri) as root:
+        await root.call("user.create", {"username": "mitm-victim", "password": "pw-victim"})
+        made = await root.call("api_key.create", {"name": "nightly", "username": "mitm-victim"})
+    key_file = tmp_path / "victim.key"
+    key_file.write_text(made["key"] + "\n")
+    cert_file = served.base / "state" / "tls-cert.pem"
+    login = ("-U", "mitm-victim", "-K", str(key_file))
+
+    done = await asyncio.to_thread(
+        _midclt, "-u", served.url, "--cafile", str(cert_file), *login, "call", "auth.me"
+    )
+    assert done.returncode == 0 and json.loads(done.stdout)["credentials"] == "API_KEY", done
+
+    async with man_in_the_middle(served.url, tmp_path) as proxy:
+        done = await asyncio.to_thread(
+            _midclt, "-u", proxy, "--cafile", str(cert_file), *login, "ping"
+        )
+        assert done.returncode == 1 and "not trusted" in done.stderr, done  # what it prevents
+        done = await asyncio.to_thread(_midclt, "-u", proxy, "--insecure", *login, "ping")
+        assert (done.returncode, done.stderr) == (
+            1,
+            "midclt2fa: login failed: wrong username or API key\n",
+        ), done
+        plain = ("--key-mechanism", "PLAIN")
+        done = await asyncio.to_thread(_midclt, "-u", proxy, "--insecure", *login, *plain, "ping")
+        assert (done.returncode, done.stdout) == (0, "pong\n"), done
+
+    async with open_client(served.unix_uri) as root:
+        entries = await root.call(
+            "audit.query",
+            {
+                "query-filters": [["username", "=", "mitm-victim"]],
+                "query-options": {"order_by": ["message_timestamp"]},
+            },
+        )
+    assert [(e["success"], e["event_data"]["description"]) for e in entries] == [
+        (True, f"API key login (key {made['id']}, SCRAM with channel binding)"),
+        (False, "wrong SCRAM proof"),
+        (True, f"API key login (key {made['id']}, API_KEY_PLAIN)"),
+    ], entries
 
 
 def test_midclt2fa_wss_to_a_plaintext_daemon(base: Path) -> None:

@@ -18,12 +18,11 @@ import pyotp
 import pytest
 
 from middlewared_2fa.cli.client import open_client
-from tests.helpers.daemon import ADMIN_PASSWORD, SubprocessDaemon, subprocess_daemon
+from tests.helpers.daemon import SubprocessDaemon, subprocess_daemon
 from tests.helpers.oath import secret_of
 
 HERE = Path(__file__).resolve().parents[1] / "clients"
 PYTHON = os.environ.get("MIDDLEWARED_2FA_CLIENTS_PYTHON", "")
-
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -114,4 +113,3 @@ async def test_aiotruenas_with_a_revoked_key_is_refused(process_daemon: Subproce
         await root.call("api_key.delete", made["id"])
     with pytest.raises(AssertionError, match="TrueNASAuthenticationError|rejected"):
         await asyncio.to_thread(aiotruenas, process_daemon, made["key"])
-

@@ -155,3 +155,28 @@ def test_a_check_across_keys_names_them_without_an_empty_location(tmp_path: Path
     assert str(exc.value) == (
         "invalid settings: Value error, auth_lock_after must be at least auth_throttle_after (5)"
     )
+
+
+ApiKeySettings = load_plugin("api_key").ApiKeySettings
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("10.0.0.0/8", ["10.0.0.0/8"]),
+        ("10.0.0.0/8, 192.168.0.0/16,", ["10.0.0.0/8", "192.168.0.0/16"]),
+        (' ["127.0.0.0/8", "::1/128"]', ["127.0.0.0/8", "::1/128"]),
+    ],
+)
+def test_a_plugins_list_setting_in_the_environment(raw: str, expected: list[str]) -> None:
+    """A plugin's list setting takes a JSON list or comma-separated values in the
+    environment, like the framework's (allowed_origins)."""
+    s = load_settings(None, {}, environ={"MIDDLEWARED_2FA_API_KEY_LOCAL_NETWORKS": raw})
+    found = plugin_settings(s, [("api_key", ApiKeySettings)])
+    assert found[ApiKeySettings].api_key_local_networks == expected  # type: ignore[attr-defined]
+
+
+def test_a_plugins_list_setting_with_broken_json_names_it() -> None:
+    s = load_settings(None, {}, environ={"MIDDLEWARED_2FA_API_KEY_LOCAL_NETWORKS": '["10/8"'})
+    with pytest.raises(StartupError, match="MIDDLEWARED_2FA_API_KEY_LOCAL_NETWORKS is not a JSON"):
+        plugin_settings(s, [("api_key", ApiKeySettings)])
