@@ -585,6 +585,13 @@ class ApiKeyService(Service):
         ):
             await auth.attempt_failed(ctx, attempt, user, first.username, "wrong API key id")
             return {"response_type": "AUTH_ERR"}
+        if first.gs2_header.startswith("y") and session.tls_end_point is not None:
+            # RFC 5802 §6: "y" says the client can bind but believes this server cannot.
+            # Over TLS it can, so someone in the path removed the binding: refuse.
+            await auth.attempt_failed(
+                ctx, attempt, user, first.username, "SCRAM channel binding downgraded (y over TLS)"
+            )
+            return {"response_type": "AUTH_ERR"}
         auth.refund_attempt(attempt)  # the proof is what is checked, and counted
         if not self._usable(row):
             await auth.fail_quietly(ctx, user.username, f"expired or revoked API key {row.id}")

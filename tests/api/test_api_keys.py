@@ -343,8 +343,20 @@ async def test_scram_with_channel_binding_over_tls(daemon: InProcessDaemon) -> N
                 binding_data=binding,
             )
             assert await scram_login(c, wrong) == {"response_type": "AUTH_ERR"}
+    # RFC 5802 §6: "y,," (I could bind, but you can't) over TLS is a stripped binding.
+    async with daemon.client() as c:
+        downgraded = ScramClient("bob", int(key_id), material, gs2_header="y,,")
+        assert await scram_login(c, downgraded) == {"response_type": "AUTH_ERR"}
+    # "n,," (a client that cannot bind) still logs in over TLS.
+    async with daemon.client() as c:
+        unbound = ScramClient("bob", int(key_id), material)
+        assert (await scram_login(c, unbound))["scram_type"] == "SERVER_FINAL_RESPONSE"
     async with daemon.client() as c:
         assert (await plain(c, "bob", made["key"]))["response_type"] == "SUCCESS"
+    async with daemon.admin() as admin:
+        query = {"query-filters": [["success", "=", False]]}
+        failures = [e["event_data"]["description"] for e in await admin.call("audit.query", query)]
+    assert "SCRAM channel binding downgraded (y over TLS)" in failures
 
 
 async def test_channel_binding_over_plaintext_is_auth_err(daemon: InProcessDaemon) -> None:
