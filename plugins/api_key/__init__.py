@@ -253,11 +253,14 @@ class ApiKeyService(Service):
             row = await users.get(identity.user_id)
         else:
             row = await users.get_by_name(username)
-            if row is not None and row.id != identity.user_id:
+            if row is None or row.id != identity.user_id:
+                # The role first, for a missing user too: EPERM either way, so a caller
+                # without the role cannot tell which user names exist.
                 needed = "API_KEY_WRITE" if write else "API_KEY_READ"
                 if not has_any(identity.granted, [needed]):
                     raise CallError("Only the user or an API key administrator may do this", EPERM)
-                role_guard(ctx, row)
+                if row is not None:
+                    role_guard(ctx, row)
         if row is None:
             raise ValidationError("api_key_create.username", "User does not exist")
         return row

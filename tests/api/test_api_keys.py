@@ -255,6 +255,10 @@ async def test_keys_of_others_need_the_role_and_the_guard(daemon: InProcessDaemo
         with pytest.raises(ClientError) as err:
             await p.call("api_key.create", {"name": "x", "username": "keyadmin"})
         assert err.value.errname == "EPERM"
+        # A name that does not exist gets the same answer: no oracle of user names.
+        with pytest.raises(ClientError) as missing:
+            await p.call("api_key.create", {"name": "x", "username": "nobody-here"})
+        assert (missing.value.errname, missing.value.reason) == ("EPERM", err.value.reason)
         with pytest.raises(ClientError) as err:
             await p.call("api_key.delete", boss["id"])
         assert err.value.errname == "ENOENT"
