@@ -160,6 +160,10 @@ class Session:
     #: The generation of the secret this session set itself (user.renew_2fa_secret):
     #: it may show that secret's QR code until anything else changes (API.md §9).
     enrolled_generation: int | None = None
+    #: Why the last one-time code sent in this session was refused: "REUSED" (right, but
+    #: its time step was used already) or "WRONG"; None after an accepted one. Read by
+    #: ``auth.last_code_refusal``: only the session that sent the code learns it.
+    code_refusal: Literal["REUSED", "WRONG"] | None = None
 
     @property
     def authenticated(self) -> bool:

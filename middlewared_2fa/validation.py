@@ -94,6 +94,16 @@ def attribute_path(model: type[BaseModel] | None, loc: tuple[int | str, ...]) ->
     return ".".join(parts)
 
 
+#: pydantic messages that name one of our classes, in the wire's terms instead.
+_NAMES_A_CLASS = {
+    "model_type": "Input should be an object",
+    "model_attributes_type": "Input should be an object",
+    "dataclass_type": "Input should be an object",
+    "is_instance_of": "Input has the wrong type",
+    "is_subclass_of": "Input has the wrong type",
+}
+
+
 def validation_errors(
     exc: PydanticValidationError,
     root: str,
@@ -120,6 +130,8 @@ def validation_errors(
         message = err["msg"]
         if err["type"] == "union_tag_invalid":  # pydantic quotes the input: never echo it
             message = f"must be one of {err.get('ctx', {}).get('expected_tags', '')}"
+        elif err["type"] in _NAMES_A_CLASS:  # "... instance of UserCreate": our class name
+            message = _NAMES_A_CLASS[err["type"]]
         errors.add(prefix + path if path else root, message, E.EINVAL)
     return errors
 

@@ -12,8 +12,9 @@ Examples::
     midclt2fa subscribe user.query -n 1
     midclt2fa qr alice
 
-Results go to stdout: strings, numbers, booleans and null bare, everything else as one line
-of JSON. Errors go to stderr as ``midclt2fa: REASON`` (one indented line per invalid field).
+Results go to stdout: strings, numbers and booleans bare, everything else as one line of
+JSON; a method that returns null prints nothing. Errors go to stderr as ``midclt2fa:
+REASON`` (one indented line per invalid field).
 Password and code prompts appear on the controlling terminal (``/dev/tty``, as ``getpass``
 does), so stdin stays free for ``-``; without a terminal, ``-P``/``--otp`` are needed. The
 code of the OTP step is the authenticator app's one-time code or one of the user's
@@ -139,13 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     call = sub.add_parser("call", help="call a method")
-    call.add_argument("method")
+    # Optional for argparse only: its own message would call the parameters required too.
+    call.add_argument("method", nargs="?", help="e.g. core.ping, auth.me, user.query")
     call.add_argument(
         "args",
         nargs="*",
         help="each parsed as JSON, else taken as a string; '-' reads one JSON value from "
         "stdin in its place ('-' alone: a JSON array read from stdin is the whole parameter list)",
     )
+    parser.call_parser = call  # type: ignore[attr-defined]
     sub.add_parser("ping", help="check that the daemon answers")
     subscribe = sub.add_parser("subscribe", help="print events as they arrive, one JSON per line")
     subscribe.add_argument("event")
@@ -160,10 +163,26 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_arg(text: str) -> Any:
-    """A command-line argument as JSON when it parses, else the text itself."""
+def parse_arg(text: str, number: int = 1) -> Any:
+    """A command-line argument as JSON when it parses, else the text itself.
+
+    Raises:
+        Failure: the argument (``number``, counted after the method) starts with ``{`` or
+            ``[``, so it was meant as JSON, and does not parse: the message says why and
+            where, never the text (it may hold a password).
+    """
     try:
         return json.loads(text, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        if text.lstrip().startswith(("{", "[")):
+            hint = ""
+            if "double quotes" in exc.msg:
+                hint = """; quote names and strings with double quotes: '{"username": "bob"}'"""
+            raise Failure(
+                f"argument {number} looks like JSON but is not valid JSON: {exc.msg} "
+                f"(line {exc.lineno}, column {exc.colno}){hint}"
+            ) from None
+        return text
     except ValueError:
         return text
 
@@ -270,6 +289,13 @@ THROTTLED = (
     "login refused: too many login attempts for this account or from this address "
     "(cool-down); wait a few minutes, then try again"
 )
+
+
+#: Said for AUTH_ERR after the password step (no code was asked): wrong password, unknown
+#: user and locked account are one answer by design (API.md §3).
+WRONG_PASSWORD = "login failed: wrong username or password, or the account is locked"
+#: Said when the right code of a time step already used was sent (auth.last_code_refusal).
+REUSED_CODE = "login failed: this code was already used; wait for the next one"
 
 
 async def _login(client: Client, args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
@@ -397,6 +423,9 @@ async def _login_steps(client: Client, args: argparse.Namespace, stdin: TextIO) 
         {"mechanism": "PASSWORD_PLAIN", "username": args.username, "password": password},
         timeout=args.timeout,
     )
+    if resp["response_type"] != "OTP_REQUIRED" and resp["response_type"] != "SUCCESS":
+        # No code was asked: only the password (or the account) can be the reason.
+        raise Failure(WRONG_PASSWORD)
     failure: str | None = None  # why the last code was refused
     while resp["response_type"] == "OTP_REQUIRED":
         code = args.otp
@@ -404,7 +433,9 @@ async def _login_steps(client: Client, args: argparse.Namespace, stdin: TextIO) 
         if code is None:
             notice = ""
             if failure is not None:
-                notice = f"midclt2fa: {failure.removeprefix('login failed: ')}; try again\n"
+                why = failure.removeprefix("login failed: ")
+                again = "" if failure == REUSED_CODE else "; try again"
+                notice = f"midclt2fa: {why}{again}\n"
             try:
                 code = await prompt(notice + "One-time code or recovery code: ", echo=True)
             except NoTerminal:
@@ -422,7 +453,11 @@ async def _login_steps(client: Client, args: argparse.Namespace, stdin: TextIO) 
         if resp["response_type"] == "OTP_REQUIRED":
             failure = await _otp_failure_text(client)
     if resp["response_type"] != "SUCCESS":
-        raise Failure("login failed: wrong username, password or one-time code")
+        # The fourth wrong code ends the OTP step (API.md §3).
+        reason = (failure or "login failed: wrong one-time code or recovery code").removeprefix(
+            "login failed: "
+        )
+        raise Failure(f"login failed: {reason}, too many times; log in again from the password")
     return dict(resp)
 
 
@@ -441,6 +476,12 @@ async def _otp_failure_text(client: Client) -> str:
     # A recovery code is checked in the same step (API.md §10): a wrong or used one lands
     # here too.
     text = "login failed: wrong one-time code or recovery code"
+    try:
+        refusal = await client.call("auth.last_code_refusal", timeout=15)
+    except (ClientError, ConnectionError, TimeoutError):
+        refusal = None
+    if refusal == "REUSED":
+        return REUSED_CODE
     try:
         status = await client.call("system.time_sync.status", timeout=15)
     except (ClientError, ConnectionError, TimeoutError):
@@ -560,6 +601,9 @@ async def run(
     args: argparse.Namespace, stdout: TextIO, stdin: TextIO, stderr: TextIO | None = None
 ) -> None:
     uri = args.uri or default_uri()
+    if args.command == "call":
+        # Bad parameters are said before anything is sent (or a password asked for).
+        args.params = _call_params(args.args, stdin)
     options: dict[str, Any] = {}
     if args.cafile is not None or args.insecure:
         if not uri.startswith("wss://"):
@@ -580,7 +624,7 @@ async def run(
                 note = setup_only_note(info)
                 if note is not None:
                     print(note, file=stderr or sys.stderr, flush=True)
-            await _command(client, args, stdout, stdin)
+            await _command(client, args, stdout, stdin, stderr or sys.stderr)
     except ConnectError as exc:
         raise _connect_failure(uri, exc) from None
 
@@ -599,16 +643,28 @@ def _call_params(args: list[str], stdin: TextIO) -> list[Any]:
         return params if isinstance(params, list) else [params]
     if args.count("-") > 1:
         raise Failure("'-' (read stdin) may be given only once")
-    return [_read_stdin_json(stdin) if a == "-" else parse_arg(a) for a in args]
+    return [
+        _read_stdin_json(stdin) if a == "-" else parse_arg(a, number)
+        for number, a in enumerate(args, 1)
+    ]
 
 
-async def _command(client: Client, args: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> None:
+async def _command(
+    client: Client, args: argparse.Namespace, stdout: TextIO, stdin: TextIO, stderr: TextIO
+) -> None:
     if args.command == "ping":
         print(await client.call("core.ping", timeout=args.timeout), file=stdout)
     elif args.command == "call":
-        params = _call_params(args.args, stdin)
-        result = await client.call(args.method, *params, timeout=args.timeout)
-        print(format_result(result), file=stdout)
+        result = await client.call(args.method, *args.params, timeout=args.timeout)
+        if result is not None:  # a method that returns nothing prints nothing
+            print(format_result(result), file=stdout)
+        if args.method == "user.verify_twofactor_token" and result is False:
+            # false for a wrong code and for a spent one alike; say which (stderr).
+            if await client.call("auth.last_code_refusal", timeout=args.timeout) == "REUSED":
+                print(
+                    "midclt2fa: note: this code was already used; wait for the next one",
+                    file=stderr,
+                )
     elif args.command == "subscribe":
         await client.call("core.subscribe", args.event, timeout=args.timeout)
         seen = 0
@@ -637,6 +693,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.username is None and (args.password is not None or args.otp is not None):
         parser.error("-P/--password and --otp need -U/--username")
+    if args.command == "call" and args.method is None:
+        parser.call_parser.error(  # type: ignore[attr-defined]
+            "a METHOD is needed, e.g. midclt2fa call core.ping (its parameters follow it)"
+        )
     if args.api_key is not None and args.username is None:
         parser.error("-K/--api-key needs -U/--username, the key's user (SCRAM names it)")
     if args.api_key is not None and (args.password is not None or args.otp is not None):

@@ -160,6 +160,18 @@ class AuthMechanismChoicesResult(Out):
     )
 
 
+class AuthLastCodeRefusalArgs(Model):
+    """No parameters."""
+
+
+class AuthLastCodeRefusalResult(Out):
+    result: Literal["REUSED", "WRONG"] | None = Field(
+        description="why the last one-time code this session sent was refused: REUSED (the "
+        "right code of a time step already used, RFC 6238 §5.2), WRONG (anything else); "
+        "null when it was accepted or none was sent"
+    )
+
+
 class AuthMeResult(Out):
     result: AuthMeEntry
 

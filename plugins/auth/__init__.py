@@ -31,6 +31,8 @@ from middlewared_2fa.middleware import Middleware
 from middlewared_2fa.roles import has_any, holds_all
 from middlewared_2fa.schema.auth import (
     AuthGenerateTokenArgs,
+    AuthLastCodeRefusalArgs,
+    AuthLastCodeRefusalResult,
     AuthLoginArgs,
     AuthLoginExArgs,
     AuthLoginExContinueArgs,
@@ -63,7 +65,7 @@ from middlewared_2fa.session import (
 )
 
 from ..alert import AlertService
-from ..auth_twofactor import TwoFactorService
+from ..auth_twofactor import TwoFactorService, refusal_of
 from ..auth_twofactor.repository import TwoFactorConfigRow
 from .throttle import MIGRATIONS, AccountThrottle, Attempt, AuthSettings
 
@@ -205,6 +207,19 @@ class AuthService(Service):
         mechanism registry: ``["PASSWORD_PLAIN", "TOKEN_PLAIN", ...]`` (``OTP_TOKEN`` only
         continues one)."""
         return self.middleware.mechanisms.choices
+
+    @api_method(AuthLastCodeRefusalArgs, AuthLastCodeRefusalResult, auth="none", setup=True)
+    async def last_code_refusal(self, ctx: CallContext) -> str | None:
+        """Why the last one-time code this session sent (the OTP step of ``login_ex``, or
+        ``user.verify_twofactor_token``) was refused: ``"REUSED"`` when it was the right
+        code of a time step already used (RFC 6238 §5.2: wait for the next code),
+        ``"WRONG"`` otherwise, null when it was accepted or none was sent (API ext).
+
+        A code is asked only after the right password, so telling that session a code was
+        right but spent reveals nothing it could not learn by waiting 30 s; no other
+        session can read it.
+        """
+        return ctx.session.code_refusal
 
     @api_method(AuthMeArgs, AuthMeResult, roles=[], setup=True)
     async def me(self, ctx: CallContext) -> dict[str, Any]:
@@ -408,6 +423,7 @@ class AuthService(Service):
                 session.pending = None
             raise CallError("OTP_TOKEN: no authentication in progress", EINVAL)
         check = await self._twofactor.check_code(user, data.otp_token)
+        session.code_refusal = refusal_of(check)
         proof: StepProof | None = PASSWORD_AND_TOTP if check.ok else None
         if proof is None and (session.pending is pending or last_try):
             # A recovery code typed as the code (API.md §10).
@@ -416,6 +432,8 @@ class AuthService(Service):
             except BaseException:
                 self.throttle.refund(attempt)
                 raise
+        if proof is not None:
+            session.code_refusal = None  # a recovery code, accepted
         if proof is not None and (session.pending is pending or last_try):
             session.pending = None
             return await self._establish(

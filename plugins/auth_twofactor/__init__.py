@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from middlewared_2fa.api import CallContext, Role, Service, api_method
 from middlewared_2fa.datastore.repositories import UserRow
@@ -230,6 +230,13 @@ class TwoFactorService(Service):
         if not all(recorded):
             return CodeCheck(False, "replay")
         return CodeCheck(True, "ok")
+
+
+def refusal_of(check: CodeCheck) -> Literal["REUSED", "WRONG"] | None:
+    """``Session.code_refusal`` for the outcome ``check`` of a code (None: accepted)."""
+    if check.ok:
+        return None
+    return "REUSED" if check.reason == "replay" else "WRONG"
 
 
 def _two_factor_session(identity: Identity) -> bool:

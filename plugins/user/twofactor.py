@@ -37,7 +37,7 @@ from middlewared_2fa.schema.user import (
 )
 from middlewared_2fa.session import Credentials, Identity, Level, Proof, StaleCredential
 
-from ..auth_twofactor import TwoFactorService
+from ..auth_twofactor import TwoFactorService, refusal_of
 from . import otpauth
 from .crud import (
     GUARDED_ATTEMPTS,
@@ -356,6 +356,7 @@ class UserTwoFactor:
                 f"{username!r} user does not have two factor authentication configured", EINVAL
             )
         check = await self.middleware.service(TwoFactorService).check_code(row, token)
+        ctx.session.code_refusal = refusal_of(check)
         identity = ctx.identity
         if check.ok and identity.user_id == row.id and identity.level != "LEVEL_2":
             self._upgrade(ctx, row)

@@ -150,6 +150,33 @@ async def test_code_is_single_use_across_restart(daemon: InProcessDaemon) -> Non
         assert (await c.login("alice", PASSWORD, CODE))["response_type"] == "OTP_REQUIRED"
 
 
+async def test_last_code_refusal_tells_a_spent_code_from_a_wrong_one(
+    daemon: InProcessDaemon,
+) -> None:
+    """auth.last_code_refusal (API ext) after the OTP step: REUSED for the right code of a
+    used step, WRONG for another code, null after an accepted one or before any; it is the
+    sending session's own (another connection reads null), and the OTP_REQUIRED answer
+    itself is unchanged."""
+    async with daemon.admin() as admin:
+        await admin.call("user.create", {"username": "alice", "password": PASSWORD})
+        await alice_with_secret(daemon, admin)
+        async with daemon.client() as c:
+            assert await c.call("auth.last_code_refusal") is None
+            assert (await c.login("alice", PASSWORD, CODE))["response_type"] == "SUCCESS"
+            assert await c.call("auth.last_code_refusal") is None
+        async with daemon.client() as c, daemon.client() as other:
+            resp = await c.login("alice", PASSWORD, CODE)
+            assert resp == {"response_type": "OTP_REQUIRED", "username": "alice"}
+            assert await c.call("auth.last_code_refusal") == "REUSED"
+            assert await other.call("auth.last_code_refusal") is None
+            resp = await c.call("auth.login_ex_continue", otp_step("000000"))
+            assert resp == {"response_type": "OTP_REQUIRED", "username": "alice"}
+            assert await c.call("auth.last_code_refusal") == "WRONG"
+        # user.verify_twofactor_token sets it too.
+        assert await admin.call("user.verify_twofactor_token", "alice", CODE) is False
+        assert await admin.call("auth.last_code_refusal") == "REUSED"
+
+
 async def test_older_step_refused_after_newer(daemon: InProcessDaemon, clock: FrozenClock) -> None:
     """With window 1, once step T was used, the code of T-1 is refused even though in window."""
     async with daemon.admin() as admin, user_asset(admin, "alice", PASSWORD):

@@ -40,6 +40,7 @@ SETUP_CALLS = {
     "auth.login",
     "auth.login_with_api_key",
     "auth.mechanism_choices",
+    "auth.last_code_refusal",
 }
 
 

@@ -29,7 +29,7 @@ WRONG_CODE = "midclt2fa: login failed: wrong one-time code or recovery code\n"
 CODE_REQUIRED = (
     "midclt2fa: login failed: a one-time code or recovery code is required (use --otp)\n"
 )
-WRONG_LOGIN = "midclt2fa: login failed: wrong username, password or one-time code\n"
+WRONG_LOGIN = "midclt2fa: login failed: wrong username or password, or the account is locked\n"
 SETUP_FIRST = "midclt2fa: [EACCES] Two-factor authentication must be set up first\n"
 
 

@@ -61,6 +61,7 @@ OPEN = {
     "auth.logout",
     "auth.me",
     "auth.mechanism_choices",
+    "auth.last_code_refusal",
     "auth.sessions",
     "auth.terminate_other_sessions",
     "auth.terminate_session",
