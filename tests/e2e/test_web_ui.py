@@ -646,6 +646,37 @@ def test_sign_in_explains_wrong_passwords_wrong_codes_and_the_cool_down(
         daemon.stop()
 
 
+def test_a_reused_code_is_called_already_used(
+    base: Path, pages: Pages, shots: Screenshots
+) -> None:
+    """The code that just logged in, typed again after the right password: the login
+    screen says it was already used and to wait for the next one (not "wrong"); the next
+    code then logs in. Window 1 keeps the used code matching while the next step begins."""
+    daemon = start_daemon(base)
+    try:
+        add_user(daemon, "frank")
+        midclt(daemon, "auth.twofactor.update", {"enabled": True, "window": 1})
+        entry = midclt(daemon, "user.renew_2fa_secret", "frank", {})
+        phone = Authenticator(secret_of(entry["twofactor_config"]["provisioning_uri"]))
+        page = open_ui(pages, daemon)
+        log_in(page, "frank")
+        code, step = phone.code()
+        enter_code(page, code)
+        expect(two_factor_screen(page)).to_be_visible()
+        log_out(page, "frank")
+
+        log_in(page, "frank")
+        enter_code(page, code)
+        expect(page.get_by_role("alert")).to_have_text(
+            "This code was already used; wait for the next one. 3 attempts left."
+        )
+        shots.page(page, "reused-code")
+        enter_code(page, phone.code(after_step=step)[0])
+        expect(two_factor_screen(page)).to_be_visible()
+    finally:
+        daemon.stop()
+
+
 def test_a_daemon_restart_ends_the_session_with_a_clear_message(
     base: Path, pages: Pages, shots: Screenshots
 ) -> None:

@@ -222,7 +222,24 @@ export function loginView(app, { notice } = {}) {
           );
         }
       } else if (reply.response_type === 'OTP_REQUIRED') {
-        otpStep({ failures: failures + 1, recovery });
+        // A right code whose time step was used already (RFC 6238 §5.2) is not a wrong one:
+        // this session alone may ask (auth.last_code_refusal).
+        let reused = false;
+        if (!recovery) {
+          try {
+            reused = (await app.rpc.call('auth.last_code_refusal')) === 'REUSED';
+          } catch (err) {
+            reused = false; // an older server: say "wrong or expired" as before
+          }
+        }
+        const left = OTP_ATTEMPTS - failures - 1;
+        otpStep({
+          failures: failures + 1,
+          recovery,
+          error: reused
+            ? `This code was already used; wait for the next one. ${left} ${left === 1 ? 'attempt' : 'attempts'} left.`
+            : null,
+        });
       } else {
         passwordStep({ error: 'Too many wrong codes. Log in again with your password.' });
       }
