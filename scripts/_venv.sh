@@ -20,8 +20,10 @@ done
 if [ -n "$missing" ]; then
   all="$(printf '%s\n' ${have//,/ } ${wanted//,/ } | { grep -v '^base$' || true; } | sort -u | paste -sd, -)"
   echo "installing middlewared-2fa${all:+[$all]} into $VENV" >&2
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT${all:+[$all]}" >&2
+  # -qq: errors only (not this machine's index notes); PYTHONWARNINGS reaches setuptools'
+  # build of the editable install, whose "Editable installation" warning block is noise here.
+  "$VENV/bin/python" -m pip install -qq --upgrade pip >&2
+  PYTHONWARNINGS=ignore "$VENV/bin/python" -m pip install -qq -e "$ROOT${all:+[$all]}" >&2
   rm -f "$VENV"/.installed-*
   echo "base${all:+,$all}" > "$stamp"
 fi
