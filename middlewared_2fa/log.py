@@ -7,8 +7,10 @@ filter also masks anything that looks like a provisioning URI or a password/toke
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 _URI = re.compile(r"otpauth://\S+", re.IGNORECASE)
@@ -73,18 +75,63 @@ class SecretFilter(logging.Filter):
         return True
 
 
+class JournalFormatter(logging.Formatter):
+    """Lines for journald: no time (the journal stamps each entry itself), and the
+    record's syslog priority as a ``<N>`` prefix, which journald takes off and stores as
+    PRIORITY (``SyslogLevelPrefix=``, on by default; sd-daemon(3)), so that
+    ``journalctl -p warning`` finds warnings and errors."""
+
+    #: Python level -> syslog priority (RFC 5424 §6.2.1: 2 crit, 3 err, 4 warning, 6 info,
+    #: 7 debug); a custom level gets the priority of the standard level at or below it.
+    PRIORITIES = (
+        (logging.CRITICAL, 2),
+        (logging.ERROR, 3),
+        (logging.WARNING, 4),
+        (logging.INFO, 6),
+    )
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = next((p for level, p in self.PRIORITIES if record.levelno >= level), 7)
+        # journald makes one entry of each line: a traceback's lines keep the priority.
+        return f"<{priority}>" + super().format(record).replace("\n", f"\n<{priority}>")
+
+
+def stderr_is_journal(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether stderr is the journal stream that systemd connected it to.
+
+    systemd sets ``$JOURNAL_STREAM`` to ``DEV:INODE`` (decimal) of the stream it gives a
+    service's stdout/stderr (systemd.exec(5), "Environment variables in spawned
+    processes"). The variable is inherited by children whose stderr goes elsewhere (a
+    shell in ``systemd-run``, a redirect), so it counts only when it names fd 2's file.
+    """
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    dev, sep, ino = value.partition(":")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+        return bool(sep) and (st.st_dev, st.st_ino) == (int(dev), int(ino))
+    except (AttributeError, OSError, ValueError):  # no stderr, a closed one, bad value
+        return False
+
+
 def setup_logging(level: str = "INFO", log_file: Path | None = None) -> None:
-    """Configure the root logger: stderr (and ``log_file``), secrets filtered everywhere."""
+    """Configure the root logger: stderr (and ``log_file``), secrets filtered everywhere.
+    Lines on stderr carry no time when it is the journal (:func:`stderr_is_journal`)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(JournalFormatter() if stderr_is_journal() else fmt)
+    handlers: list[logging.Handler] = [stderr]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file))
+        file_handler = logging.FileHandler(log_file)
+        file_handler.setFormatter(fmt)
+        handlers.append(file_handler)
     for handler in handlers:
-        handler.setFormatter(fmt)
         handler.addFilter(SecretFilter())
         root.addHandler(handler)
     root.setLevel(level.upper())

@@ -19,6 +19,7 @@ from middlewared_2fa.config import Settings, load_settings
 from middlewared_2fa.errors import StartupError
 from middlewared_2fa.log import setup_logging
 from middlewared_2fa.middleware import Middleware
+from middlewared_2fa.sd_notify import Notifier
 from middlewared_2fa.server import Daemon
 from middlewared_2fa.tls import ServerCertificate
 
@@ -153,7 +154,12 @@ async def _serve(settings: Settings, ready: asyncio.Event | None) -> None:
         print(line, flush=True)
     if ready is not None:
         ready.set()
+    # Last: systemd (Type=notify) starts the units ordered after this one at READY=1,
+    # so both listeners must be accepting by now (Daemon.start returns after both).
+    notifier = Notifier.from_environ()
+    notifier.ready(f"listening on {daemon.url} and {settings.socket_path}")
     await stop.wait()
+    notifier.stopping("shutting down")
     logger.info("shutting down")
     await daemon.stop()
     await middleware.stop()

@@ -197,18 +197,22 @@ def daemon_command() -> list[str]:
     return [script] if script else [sys.executable, "-m", "middlewared_2fa"]
 
 
-def start_subprocess_daemon(
+def launch_subprocess_daemon(
     base: Path,
     *,
     extra_env: dict[str, str] | None = None,
     prefix: list[str] | None = None,
     args: list[str] | None = None,
-    timeout: float = 60,
-) -> SubprocessDaemon:
-    """Start the daemon on a free port with state under ``base``; wait for 'listening on'.
+    stderr_path: Path | None = None,
+) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """Start the daemon on a free port with state under ``base``, without waiting.
 
     Args:
         prefix: Command to wrap the daemon in (e.g. ``["faketime", "-f", "+90s"]``).
+        stderr_path: File that gets the daemon's stderr (appended to); default: none.
+
+    Returns:
+        The process (stdout a pipe; it leads its own process group) and its environment.
     """
     env = dict(os.environ)
     env.update(
@@ -233,13 +237,36 @@ def start_subprocess_daemon(
         str(base / "daemon.log"),
         *(args or []),
     ]
-    process = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        start_new_session=True,
+    with contextlib.ExitStack() as files:
+        stderr = files.enter_context(stderr_path.open("ab")) if stderr_path else None
+        process = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=stderr or subprocess.DEVNULL,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+    return process, env
+
+
+def start_subprocess_daemon(
+    base: Path,
+    *,
+    extra_env: dict[str, str] | None = None,
+    prefix: list[str] | None = None,
+    args: list[str] | None = None,
+    stderr_path: Path | None = None,
+    timeout: float = 60,
+) -> SubprocessDaemon:
+    """Start the daemon on a free port with state under ``base``; wait for 'listening on'.
+
+    Args:
+        prefix: Command to wrap the daemon in (e.g. ``["faketime", "-f", "+90s"]``).
+        stderr_path: File that gets the daemon's stderr (appended to); default: none.
+    """
+    process, env = launch_subprocess_daemon(
+        base, extra_env=extra_env, prefix=prefix, args=args, stderr_path=stderr_path
     )
     assert process.stdout is not None
     import selectors
