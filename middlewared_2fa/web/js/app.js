@@ -19,9 +19,13 @@ import { clockTime, hasRole } from './format.js';
 import { menuButton } from './menu.js';
 import { ConnectionLost, RpcClient, RpcError, apiUrl } from './rpc.js';
 import { advancedView } from './views/advanced.js';
+import { apiKeysView } from './views/api-keys.js';
+import { auditView } from './views/audit.js';
 import { loginView } from './views/login.js';
+import { sessionsView } from './views/sessions.js';
 import { showSetupPrompt } from './views/setup-prompt.js';
 import { setupView } from './views/setup.js';
+import { timeView } from './views/time.js';
 import { twoFactorView } from './views/twofactor.js';
 import { usersView } from './views/users.js';
 
@@ -37,7 +41,12 @@ const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 15000];
 export const ROUTES = {
   'two-factor': { title: 'Two-Factor Authentication', view: twoFactorView },
   advanced: { title: 'Advanced Settings', view: advancedView, allowed: (app) => app.canWriteSecurity },
-  users: { title: 'Users', view: usersView, allowed: (app) => app.canReadAccounts },
+  // Everyone: without ACCOUNT_READ user.query answers the own entry only (API.md §5).
+  users: { title: 'Users', view: usersView },
+  'api-keys': { title: 'API Keys', view: apiKeysView },
+  sessions: { title: 'Sessions', view: sessionsView },
+  time: { title: 'Time', view: timeView, allowed: (app) => app.canReadSecurity },
+  audit: { title: 'Audit', view: auditView, allowed: (app) => app.canReadAudit },
 };
 
 class App {
@@ -63,6 +72,13 @@ class App {
     this.rpc.addEventListener('collection_update', (event) => this.onCollectionUpdate(event.detail));
     this.rpc.addEventListener('lost', (event) => this.onConnectionLost(event.detail.code));
     window.addEventListener('hashchange', () => this.route());
+    // Which control the user used last (see toast()).
+    const remember = (event) => {
+      const control = event.target instanceof Element ? event.target.closest('button, a, input, select, textarea') : null;
+      if (control) this.lastControl = control;
+    };
+    document.addEventListener('pointerdown', remember, true);
+    document.addEventListener('keydown', remember, true);
     document.addEventListener('visibilitychange', () => {
       if (document.visibilityState === 'visible' && this.me) this.refreshAll();
     });
@@ -88,6 +104,32 @@ class App {
 
   get canWriteAccounts() {
     return hasRole(this.roles, 'ACCOUNT_WRITE');
+  }
+
+  get isFullAdmin() {
+    return this.roles.includes('FULL_ADMIN');
+  }
+
+  get canReadApiKeys() {
+    return hasRole(this.roles, 'API_KEY_READ');
+  }
+
+  get canWriteApiKeys() {
+    return hasRole(this.roles, 'API_KEY_WRITE');
+  }
+
+  get canReadAudit() {
+    return hasRole(this.roles, 'SYSTEM_AUDIT_READ');
+  }
+
+  /** Sees every session in auth.sessions (else only its own user's, API.md §9). */
+  get canReadSessions() {
+    return hasRole(this.roles, 'AUTH_SESSIONS_READ');
+  }
+
+  /** May end other users' sessions (within the role guard, API.md §9). */
+  get canWriteSessions() {
+    return hasRole(this.roles, 'AUTH_SESSIONS_WRITE');
   }
 
   /** The session may only set up two-factor authentication (API.md §4). */
@@ -248,12 +290,13 @@ class App {
 
   /**
    * Subscribe to live updates (API.md §7). Every session may follow its own user.query
-   * entry; auth.twofactor.config and alert.list need SYSTEM_SECURITY_READ and answer
+   * entry and its own user's auth.sessions (all of them with AUTH_SESSIONS_READ);
+   * auth.twofactor.config and alert.list need SYSTEM_SECURITY_READ and answer
    * EACCES otherwise, which is expected and ignored. Users who cannot follow the global
    * settings learn about changes to them from auth.me, re-read once a minute.
    */
   async subscribe() {
-    const names = ['user.query', 'auth.twofactor.config', 'alert.list'];
+    const names = ['user.query', 'auth.twofactor.config', 'alert.list', 'auth.sessions'];
     const results = await Promise.allSettled(names.map((name) => this.rpc.call('core.subscribe', [name])));
     let followsGlobal = false;
     let failed = false;
@@ -414,9 +457,10 @@ class App {
       onclick: () => this.showAlerts(),
     });
     this.settingsMenu = menuButton({ label: 'Settings', className: 'settings-menu', items: [] });
+    this.systemMenu = menuButton({ label: 'System', className: 'system-menu', items: [] });
     this.userMenu = menuButton({ label: this.username, className: 'user-menu', items: [] });
     this.userMenu.setItems([{ label: 'Log Out', run: () => this.logout() }]);
-    replace(nav, this.alertsButton, this.settingsMenu.el, this.userMenu.el);
+    replace(nav, this.alertsButton, this.settingsMenu.el, this.systemMenu.el, this.userMenu.el);
     this.toolbar.hidden = false;
     this.updateToolbar();
   }
@@ -425,11 +469,19 @@ class App {
     if (!this.me || !this.settingsMenu) return;
     this.settingsMenu.setItems([
       { label: 'Two-Factor Authentication', href: '#/two-factor' },
-      { label: 'Users', href: '#/users', hidden: !this.canReadAccounts },
+      { label: 'Sessions', href: '#/sessions' },
+      { label: 'Users', href: '#/users' },
+      { label: 'API Keys', href: '#/api-keys' },
       { label: 'Advanced Settings', href: '#/advanced', hidden: !this.canWriteSecurity },
     ]);
+    const systemItems = [
+      { label: 'Time', href: '#/time', hidden: !this.canReadSecurity },
+      { label: 'Audit', href: '#/audit', hidden: !this.canReadAudit },
+    ];
+    this.systemMenu.setItems(systemItems);
     // A setup-only session may open no screen but the setup: only Log Out is offered.
     this.settingsMenu.el.hidden = this.setupOnly;
+    this.systemMenu.el.hidden = this.setupOnly || systemItems.every((item) => item.hidden);
     this.alertsButton.hidden = !this.canReadSecurity || this.setupOnly;
     const count = this.alerts.size;
     const levels = new Set([...this.alerts.values()].map((a) => a.level));
@@ -444,10 +496,23 @@ class App {
 
   showAlerts() {
     const alerts = [...this.alerts.values()].sort((a, b) => a.datetime - b.datetime);
+    // An unverifiable clock is fixed on System > Time, by those who may change NTP servers.
+    const timeLink = (alert, ctx) =>
+      alert.klass === 'TimeSyncUnverified' && this.canWriteSecurity
+        ? h('a', {
+            class: 'alert-link',
+            href: '#/time',
+            text: 'Set up NTP servers in System → Time',
+            onclick: (event) => {
+              event.preventDefault();
+              ctx.close('time');
+            },
+          })
+        : null;
     openDialog({
       title: 'Alerts',
       wide: true,
-      body: () =>
+      body: (ctx) =>
         alerts.length
           ? h(
               'ul',
@@ -458,12 +523,15 @@ class App {
                   { class: `alert-item alert-${String(alert.level).toLowerCase()}` },
                   h('span', { class: 'alert-level', text: alert.level }),
                   h('p', { class: 'alert-text', text: alert.formatted }),
+                  timeLink(alert, ctx),
                   h('span', { class: 'alert-time', text: clockTime(alert.datetime) }),
                 ),
               ),
             )
           : h('p', { text: 'There are no alerts.' }),
       actions: [{ label: 'Close', kind: 'primary', value: null }],
+    }).then((choice) => {
+      if (choice === 'time') this.navigate('time');
     });
   }
 
@@ -492,22 +560,58 @@ class App {
     if (!this.me || this.setupOnly) return;
     const name = window.location.hash.replace(/^#\//, '');
     let route = ROUTES[name];
+    let refused = false;
     if (!route || (route.allowed && !route.allowed(this))) {
-      if (route && !quiet) this.toast('You are not allowed to open that screen.', 'warn');
+      refused = Boolean(route) && !quiet;
       window.history.replaceState(null, '', '#/two-factor');
       route = ROUTES['two-factor'];
     }
-    if (this.view && this.view.route === route) return;
+    if (this.view && this.view.route === route) {
+      if (refused) this.toast('You are not allowed to open that screen.', 'warn');
+      return;
+    }
+    if (!quiet) {
+      // The user moves to another screen: messages about the one left go with it.
+      this.toasts.replaceChildren();
+      this.fitToasts();
+    }
     const view = route.view(this);
     view.route = route;
     this.setView(view);
     document.title = `${route.title} · middlewared-2fa`;
+    if (refused) this.toast('You are not allowed to open that screen.', 'warn');
   }
 
+  /**
+   * A short message at the bottom of the window for 7 s (a click dismisses it). It never
+   * hides what it reports on: the page gets room below its content for the messages, and
+   * the focused control (the one just used) is scrolled above them when they would cover
+   * it. A message belongs to its screen: showing another screen removes it.
+   */
   toast(text, tone = 'info') {
     const el = h('div', { class: `toast toast-${tone}`, role: tone === 'bad' ? 'alert' : null, text });
+    const remove = () => {
+      el.remove();
+      this.fitToasts();
+    };
+    el.addEventListener('click', remove);
     this.toasts.append(el);
-    setTimeout(() => el.remove(), 7000);
+    this.fitToasts();
+    // The control just used: the focused one, or the one last pressed (a button being
+    // disabled while its call runs loses the focus).
+    const used = [document.activeElement, this.lastControl].find(
+      (el) => el && el !== document.body && el.isConnected && !el.closest('[role="dialog"]'),
+    );
+    if (used) {
+      const overlap = used.getBoundingClientRect().bottom - this.toasts.getBoundingClientRect().top + 12;
+      if (overlap > 0) window.scrollBy({ top: overlap });
+    }
+    setTimeout(remove, 7000);
+  }
+
+  /** Room below the screen's content for the messages shown (none: the stylesheet's). */
+  fitToasts() {
+    this.main.style.paddingBottom = this.toasts.childElementCount ? `${this.toasts.offsetHeight + 32}px` : '';
   }
 }
 

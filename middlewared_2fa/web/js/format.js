@@ -3,9 +3,17 @@
 /** Roles that `roles` grant, as the daemon expands them (API.md §3). */
 export function grantedRoles(roles) {
   const includes = {
-    READONLY_ADMIN: ['ACCOUNT_READ', 'SYSTEM_SECURITY_READ', 'SYSTEM_AUDIT_READ'],
+    READONLY_ADMIN: [
+      'ACCOUNT_READ',
+      'SYSTEM_SECURITY_READ',
+      'SYSTEM_AUDIT_READ',
+      'AUTH_SESSIONS_READ',
+      'API_KEY_READ',
+    ],
     ACCOUNT_WRITE: ['ACCOUNT_READ'],
     SYSTEM_SECURITY_WRITE: ['SYSTEM_SECURITY_READ'],
+    AUTH_SESSIONS_WRITE: ['AUTH_SESSIONS_READ'],
+    API_KEY_WRITE: ['API_KEY_READ'],
   };
   const granted = new Set();
   const todo = [...(roles || [])];
@@ -22,6 +30,17 @@ export function grantedRoles(roles) {
 export function hasRole(roles, role) {
   const granted = grantedRoles(roles);
   return granted.has('FULL_ADMIN') || granted.has(role);
+}
+
+/**
+ * The role guard (API.md §3) as the page can tell it: a caller with `callerRoles` may
+ * change a user whose `targetRoles` it all holds, after expanding includes; FULL_ADMIN
+ * holds all. The server checks again; this only decides which actions to offer.
+ */
+export function holdsAll(callerRoles, targetRoles) {
+  const granted = grantedRoles(callerRoles);
+  if (granted.has('FULL_ADMIN')) return true;
+  return [...grantedRoles(targetRoles)].every((role) => granted.has(role));
 }
 
 /** "90.0 s" from -90.04 (the magnitude, one decimal). */
@@ -44,7 +63,7 @@ const STATE_LABELS = {
   SYNCED: 'Synchronized',
   SKEWED: 'Clock skewed',
   UNREACHABLE: 'NTP unreachable',
-  UNCONFIGURED: 'Not checked',
+  UNCONFIGURED: 'No NTP server',
 };
 
 /** {label, tone, text} for a system.time_sync.status result. */
