@@ -53,9 +53,14 @@ export function clockCard(app) {
     badge.textContent = summary.label;
     text.textContent = summary.text;
     const servers = (status.servers || []).map((s) => (s.port === 123 ? s.address : `${s.address}:${s.port}`));
-    meta.textContent =
-      `Checked at ${clockTime(status.checked_at)}` +
-      (servers.length ? ` against ${servers.join(', ')}.` : '.');
+    // Without an NTP server nothing was compared, so no "Checked at" beside it.
+    if (status.state === 'UNCONFIGURED' || !status.checked_at) {
+      meta.textContent = '';
+    } else {
+      meta.textContent =
+        `Checked at ${clockTime(status.checked_at)}` +
+        (servers.length ? ` against ${servers.join(', ')}.` : '.');
+    }
   }
 
   update();
@@ -129,7 +134,13 @@ export function secretBlock(app, { uri: pendingUri } = {}) {
   function render(parts, uri, dataUri) {
     const secretId = uid('secret');
     const copyStatus = h('span', { class: 'copy-status', role: 'status' });
-    const secretText = h('code', { class: 'secret', id: secretId, text: groupSecret(parts.secret) });
+    // One unbreakable span per group of four: a narrow dialog wraps between groups only.
+    const groups = groupSecret(parts.secret).split(' ');
+    const secretText = h(
+      'code',
+      { class: 'secret', id: secretId },
+      groups.map((group, i) => [h('span', { class: 'secret-group', text: group }), i < groups.length - 1 ? ' ' : null]),
+    );
     const copy = copyButton({ text: parts.secret, target: secretText, status: copyStatus, what: 'the key is' });
     copy.setAttribute('aria-describedby', secretId);
     const nonDefault = parts.digits !== 6 || parts.period !== 30;
