@@ -1,6 +1,7 @@
 """The load generator: a separate process (``python -m bench.load``) that reads one JSON
-job on stdin, drives a server over loopback with :mod:`bench.rawws` and prints one JSON
-result line on stdout (the ``hold`` job also talks in between, see :func:`hold`).
+job on stdin, drives a server over loopback with :mod:`bench.rawws` (or :mod:`bench.rawhttp`)
+and prints one JSON result line on stdout (the ``hold`` job also talks in between, see
+:func:`hold`).
 
 Jobs:
 
@@ -17,6 +18,10 @@ Jobs:
   and the echo server's reply of the same size as its reference).
 - ``hold``: open many authenticated idle connections and keep them open until told to
   close them (resident memory per connection).
+- ``peer``: the ``otp`` job's timed OTP step next to privacyIDEA's ``POST /validate/check``
+  (over :mod:`bench.rawhttp`, one keep-alive HTTP/1.1 connection per client), same users
+  and seeds, 1 and 10 clients, interleaved; no user verifies two codes of one time step
+  on a server, and each run first checks that both servers refuse a replayed code.
 """
 
 from __future__ import annotations
@@ -27,9 +32,13 @@ import os
 import resource
 import sys
 import time
+from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlencode
 
+from bench.rawhttp import HttpConnection, build_request
 from bench.rawws import RawWebSocket, build_frame, connect, dumps, split_url
 from bench.sysinfo import cpu_seconds, machine_busy
 
@@ -187,11 +196,85 @@ async def throughput(job: dict[str, Any]) -> dict[str, Any]:
 # -- OTP step ------------------------------------------------------------------------------
 
 
+class _UserSource(Protocol):
+    """Where a round takes its users from, and gives them back once used."""
+
+    async def take(self) -> list[str]:
+        """``[username, base32 seed]`` of a user that may verify a code now."""
+        ...
+
+    def give_back(self, user: list[str], code_time: float | None) -> None:
+        """``user`` is done; it verified the code of ``code_time`` (None: no code)."""
+        ...
+
+
+class _Once:
+    """Each user once, in order (the ``otp`` job: every login a distinct user)."""
+
+    def __init__(self, users: list[list[str]]) -> None:
+        self._users = iter(users)
+
+    async def take(self) -> list[str]:
+        return next(self._users)
+
+    def give_back(self, user: list[str], code_time: float | None) -> None:
+        pass
+
+
+#: The TOTP time step (seconds) of every seeded token, on both servers.
+TIME_STEP = 30
+
+
+def _step(t: float) -> int:
+    return int(t // TIME_STEP)
+
+
+class _StepPool:
+    """Users for one server, each verifying at most one code per time step, so no timed
+    verification is a replay (every server refuses a code of an already used step).
+
+    Users go round in order of use; :meth:`take` hands out the least recently used one
+    when it has not verified a code of the current step yet, and otherwise waits for the
+    next step (counted in ``waits``; :meth:`ensure` does that wait before a round instead,
+    so that rounds are not interrupted)."""
+
+    def __init__(self, users: list[list[str]]) -> None:
+        self._free: deque[list[str]] = deque(users)
+        self._last: dict[str, int] = {}
+        self.waits = 0
+
+    def _fresh(self, user: list[str], now: float) -> bool:
+        return self._last.get(user[0], -1) < _step(now)
+
+    def available(self) -> int:
+        now = time.time()
+        return sum(1 for u in self._free if self._fresh(u, now))
+
+    async def _next_step(self) -> None:
+        self.waits += 1
+        await asyncio.sleep(TIME_STEP - time.time() % TIME_STEP + 0.05)
+
+    async def ensure(self, count: int) -> None:
+        """Wait for the next step if fewer than ``count`` users are fresh in this one."""
+        if self.available() < count:
+            await self._next_step()
+
+    async def take(self) -> list[str]:
+        while not (self._free and self._fresh(self._free[0], time.time())):
+            await self._next_step()
+        return self._free.popleft()
+
+    def give_back(self, user: list[str], code_time: float | None) -> None:
+        if code_time is not None:
+            self._last[user[0]] = max(self._last.get(user[0], -1), _step(code_time))
+        self._free.append(user)
+
+
 @dataclass
 class _OtpRound:
     """One round of logins: ``clients`` connections, each logging in distinct users."""
 
-    users: Any  # iterator of [username, secret]
+    users: _UserSource
     password: str
     otp_ms: list[float] = field(default_factory=list)
     ping_ms: list[float] = field(default_factory=list)
@@ -202,7 +285,8 @@ class _OtpRound:
         import pyotp
 
         for _ in range(count):
-            username, secret = next(self.users)
+            user = await self.users.take()
+            username, secret = user
             first = await _call(
                 ws,
                 "auth.login_ex",
@@ -211,13 +295,16 @@ class _OtpRound:
             )
             if first["response_type"] != "OTP_REQUIRED":
                 self.failures.append(f"{username}: password step {first}")
+                self.users.give_back(user, None)
                 continue
             totp = pyotp.TOTP(secret)
             ok = False
+            code_time: float | None = None
             for _attempt in range(3):
+                code_time = time.time()
                 payload = _request(
                     "auth.login_ex_continue",
-                    [{"mechanism": "OTP_TOKEN", "otp_token": totp.at(time.time())}],
+                    [{"mechanism": "OTP_TOKEN", "otp_token": totp.at(code_time)}],
                 )
                 t0 = time.perf_counter()
                 raw = await ws.request(payload)
@@ -235,6 +322,7 @@ class _OtpRound:
                 break
             else:
                 self.failures.append(f"{username}: OTP step refused 3 times")
+            self.users.give_back(user, code_time)
             if ok:
                 await _call(ws, "auth.logout")
 
@@ -247,7 +335,7 @@ class _OtpRound:
 
 async def otp(job: dict[str, Any]) -> dict[str, Any]:
     """Time the OTP step of logins of distinct users, then ``core.ping``, per round."""
-    users = iter(job["users"])
+    users = _Once(job["users"])
     rounds: list[dict[str, Any]] = []
     for run in range(job["runs"]):
         for spec in job["rounds"]:
@@ -271,6 +359,232 @@ async def otp(job: dict[str, Any]) -> dict[str, Any]:
                 }
             )
     return {"rounds": rounds}
+
+
+# -- the daemon's OTP step next to privacyIDEA's /validate/check ---------------------------
+
+
+def _cpu(pids: list[int]) -> float:
+    """CPU seconds of ``pids`` together (a process that went away counts for nothing)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except OSError:
+            pass
+    return total
+
+
+async def _measure(pids: list[int], work: Awaitable[None]) -> dict[str, float]:
+    """Run ``work``; its wall time and the CPU the server (``pids``), this process and the
+    rest of the machine used meanwhile (per second of wall time, in cores)."""
+    t0, c0, s0, (m0, _) = time.perf_counter(), time.process_time(), _cpu(pids), machine_busy()
+    await work
+    t1, c1, s1, (m1, _) = time.perf_counter(), time.process_time(), _cpu(pids), machine_busy()
+    elapsed = t1 - t0
+    return {
+        "elapsed": elapsed,
+        "server_cpu_s": s1 - s0,
+        "server_cpu": (s1 - s0) / elapsed,
+        "client_cpu": (c1 - c0) / elapsed,
+        "other_cpu": max(0.0, (m1 - m0) - (s1 - s0) - (c1 - c0)) / elapsed,
+    }
+
+
+def _check_request(hostport: str, username: str, realm: str, code: str) -> bytes:
+    """``POST /validate/check`` with ``pass`` = the code alone (the tokens have no PIN)."""
+    body = urlencode({"user": username, "realm": realm, "pass": code}).encode()
+    return build_request("POST", hostport, "/validate/check", body)
+
+
+def _accepted(reply: Any) -> tuple[bool, str]:
+    """(accepted, why) of a /validate/check response."""
+    try:
+        data = json.loads(reply.body)
+        result = data["result"]
+        ok = reply.status == 200 and result.get("value") is True
+        ok = ok and result.get("authentication") == "ACCEPT"
+        why = (data.get("detail") or {}).get("message") or json.dumps(result)[:200]
+        return ok, f"{result.get('authentication')}: {why}"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False, f"HTTP {reply.status}: {reply.body[:200]!r}"
+
+
+@dataclass
+class _CheckRound:
+    """One round of ``/validate/check`` calls, each a distinct user's current code."""
+
+    users: _StepPool
+    host: str
+    port: int
+    realm: str
+    ms: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    async def check(self, conn: HttpConnection, count: int) -> None:
+        import pyotp
+
+        hostport = f"{self.host}:{self.port}"
+        for _ in range(count):
+            user = await self.users.take()
+            code_time = time.time()
+            data = _check_request(hostport, user[0], self.realm, pyotp.TOTP(user[1]).at(code_time))
+            await conn.ready()  # sync workers close every connection: reopen, untimed
+            t0 = time.perf_counter()
+            reply = await conn.request(data)
+            dt = (time.perf_counter() - t0) * 1000
+            self.users.give_back(user, code_time)
+            ok, why = _accepted(reply)
+            if ok:
+                self.ms.append(dt)
+            else:
+                self.failures.append(f"{user[0]}: {why}")
+
+
+async def _daemon_replay(url: str, pool: _StepPool, password: str) -> dict[str, Any]:
+    """Log a user in with its current code, log out, and offer the same code again in the
+    same time step: the daemon must refuse it."""
+    import pyotp
+
+    login = [{"mechanism": "PASSWORD_PLAIN", "username": "", "password": password}]
+    for _attempt in range(3):
+        user = await pool.take()
+        login[0]["username"] = user[0]
+        code_time = time.time()
+        ws = await _open(url, None)
+        try:
+            first = await _call(ws, "auth.login_ex", login, retry_busy=True)
+            if first["response_type"] != "OTP_REQUIRED":
+                raise RuntimeError(f"daemon replay check: password step {first}")
+            code_time = time.time()
+            otp = [{"mechanism": "OTP_TOKEN", "otp_token": pyotp.TOTP(user[1]).at(code_time)}]
+            accepted = await _call(ws, "auth.login_ex_continue", otp)
+            if accepted["response_type"] != "SUCCESS":  # the step ended in flight
+                continue
+            await _call(ws, "auth.logout")
+            await _call(ws, "auth.login_ex", login, retry_busy=True)
+            reply = json.loads(await ws.request(_request("auth.login_ex_continue", otp)))
+            done = time.time()
+        finally:
+            ws.close()
+            pool.give_back(user, code_time)
+        if _step(done) != _step(code_time):  # a later step refuses it for another reason
+            continue
+        kind = (reply.get("result") or {}).get("response_type")
+        return {
+            "server": "daemon",
+            "user": user[0],
+            "first": "SUCCESS",
+            "replay": kind or json.dumps(reply.get("error"))[:200],
+            "refused": kind != "SUCCESS",
+        }
+    raise RuntimeError("daemon replay check: no attempt fitted in one time step")
+
+
+async def _peer_replay(host: str, port: int, realm: str, pool: _StepPool) -> dict[str, Any]:
+    """Verify a user's current code with privacyIDEA, then the same code again: the second
+    must be refused (its TOTP accepts only steps after the last one used)."""
+    import pyotp
+
+    user = await pool.take()
+    code_time = time.time()
+    data = _check_request(f"{host}:{port}", user[0], realm, pyotp.TOTP(user[1]).at(code_time))
+    conn = HttpConnection(host, port)
+    try:
+        ok1, why1 = _accepted(await conn.request(data))
+        ok2, why2 = _accepted(await conn.request(data))
+    finally:
+        conn.close()
+        pool.give_back(user, code_time)
+    if not ok1:
+        raise RuntimeError(f"privacyIDEA replay check: a fresh code was refused: {why1}")
+    return {
+        "server": "privacyidea",
+        "user": user[0],
+        "first": why1,
+        "replay": why2,
+        "refused": not ok2,
+    }
+
+
+async def peer(job: dict[str, Any]) -> dict[str, Any]:
+    """The daemon's OTP step next to privacyIDEA's ``/validate/check``, same users and
+    seeds, same client counts, interleaved (each run: a replay check on both, then for each
+    client count a daemon round and a privacyIDEA round). Each server has its own pool of
+    the users, so that no user verifies two codes of one time step on it."""
+    users: list[list[str]] = job["users"]
+    d, p = job["daemon"], job["peer"]
+    pools = {"daemon": _StepPool(users), "privacyidea": _StepPool(users)}
+
+    async def daemon_round(clients: int, count: int, run: int) -> dict[str, Any]:
+        pool = pools["daemon"]
+        await pool.ensure(count)
+        waits = pool.waits
+        conns = await _open_many(d["url"], clients, None)
+        r = _OtpRound(pool, d["password"])
+        usage = await _measure(d["pids"], _gather(*(r.login(ws, count // clients) for ws in conns)))
+        for ws in conns:
+            ws.close()
+        return {
+            **usage,
+            "run": run,
+            "server": "daemon",
+            "clients": clients,
+            "ms": r.otp_ms,
+            "count": len(r.otp_ms),
+            "boundary_retries": r.boundary,
+            "failures": r.failures[:5],
+            "failure_count": len(r.failures),
+            "pool_waits": pool.waits - waits,
+            "connects": 0,
+            "connect_ms": [],
+        }
+
+    async def peer_round(clients: int, count: int, run: int) -> dict[str, Any]:
+        pool = pools["privacyidea"]
+        await pool.ensure(count)
+        waits = pool.waits
+        conns = [HttpConnection(p["host"], p["port"]) for _ in range(clients)]
+        for conn in conns:
+            await conn.ready()
+        r = _CheckRound(pool, p["host"], p["port"], p["realm"])
+        usage = await _measure(
+            p["pids"], _gather(*(r.check(conn, count // clients) for conn in conns))
+        )
+        for conn in conns:
+            conn.close()
+        return {
+            **usage,
+            "run": run,
+            "server": "privacyidea",
+            "clients": clients,
+            "ms": r.ms,
+            "count": len(r.ms),
+            "boundary_retries": 0,
+            "failures": r.failures[:5],
+            "failure_count": len(r.failures),
+            "pool_waits": pool.waits - waits,
+            # The first connection of each client is opened before the round.
+            "connects": sum(c.connects for c in conns) - clients,
+            "connect_ms": [s * 1000 for c in conns for s in c.connect_s[1:]],
+        }
+
+    # Warm-up, not kept: the first calls of each gunicorn worker open its database.
+    await daemon_round(10, job["warmup"], -1)
+    await peer_round(10, job["warmup"], -1)
+    rounds: list[dict[str, Any]] = []
+    replays: list[dict[str, Any]] = []
+    for run in range(job["runs"]):
+        replays.append(await _daemon_replay(d["url"], pools["daemon"], d["password"]))
+        replays.append(await _peer_replay(p["host"], p["port"], p["realm"], pools["privacyidea"]))
+        for spec in job["rounds"]:
+            rounds.append(await daemon_round(spec["clients"], spec["daemon"], run))
+            rounds.append(await peer_round(spec["clients"], spec["peer"], run))
+    return {"rounds": rounds, "replays": replays}
+
+
+async def _gather(*work: Awaitable[None]) -> None:
+    await asyncio.gather(*work)
 
 
 # -- one request at a time -----------------------------------------------------------------
@@ -445,6 +759,7 @@ JOBS = {
     "latency": latency,
     "hold": hold,
     "recovery": recovery,
+    "peer": peer,
 }
 
 

@@ -11,6 +11,8 @@ Sections (``--only`` picks some):
 - ``startup``: start-up to ``listening`` with 10,000 users and ``user.query`` of all of
   them, next to the interpreter's own start-up and to the echo server sending a reply of
   the same size.
+- ``peer``: the OTP step next to privacyIDEA 3.14's ``/validate/check`` (a real peer,
+  installed and configured by :mod:`bench.privacyidea`), verifications/s and latency.
 
 See bench/README.md for the method.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import shutil
@@ -61,6 +64,12 @@ class Plan:
     hold: int
     big_users: int
     query_samples: int
+    #: ``peer``: verifications per round, daemon and privacyIDEA, at 1 and 10 clients.
+    peer_daemon_1: int
+    peer_daemon_10: int
+    peer_pi_1: int
+    peer_pi_10: int
+    peer_warmup: int
 
 
 FULL = Plan(
@@ -74,6 +83,11 @@ FULL = Plan(
     hold=1000,
     big_users=10_000,
     query_samples=5,
+    peer_daemon_1=200,
+    peer_daemon_10=600,
+    peer_pi_1=100,
+    peer_pi_10=200,
+    peer_warmup=40,
 )
 QUICK = Plan(
     runs=3,
@@ -86,6 +100,11 @@ QUICK = Plan(
     hold=1000,
     big_users=10_000,
     query_samples=3,
+    peer_daemon_1=100,
+    peer_daemon_10=300,
+    peer_pi_1=50,
+    peer_pi_10=100,
+    peer_warmup=20,
 )
 
 
@@ -555,6 +574,211 @@ def section_recovery(b: Bench) -> Section:
     return section
 
 
+# -- peer: the OTP step next to privacyIDEA -----------------------------------------------
+
+
+def section_peer(b: Bench) -> Section:
+    """The daemon's OTP step next to privacyIDEA 3.14's ``/validate/check`` (gunicorn, sync
+    workers, SQLite), same users, seeds and client counts, in one run. This checkout only."""
+    from bench import privacyidea as pi
+
+    plan = b.plan
+    section = Section("peer")
+    _log("peer: privacyIDEA venv and instance (made once in artifacts/privacyidea, minutes)")
+    users = pi.ensure_instance()
+    versions = pi.versions()
+    base = b.tmp / "peer"
+    _log(f"peer: seeding the daemon with the same {len(users)} users and seeds, global 2FA on")
+    seeded = seed_state(
+        base, users=len(users), twofactor=True, totp_secrets=[seed for _, seed in users]
+    )
+    if [u.username for u in seeded] != [name for name, _ in users]:
+        raise RuntimeError("the daemon's users are not privacyIDEA's")
+    cfg = pi.prepare_run(b.tmp / "peer-privacyidea")
+    workers = os.cpu_count() or 1
+    _log(f"peer: starting the daemon and gunicorn ({workers} sync workers)")
+    daemon = b.daemon(base, b.current)
+    peer: pi.Peer | None = None
+    try:
+        peer = pi.start(cfg, cpu=b.server_cpu, workers=workers)
+        _log(
+            f"peer: {plan.runs} runs: replay check on both, then OTP steps and "
+            "/validate/check calls at 1 and 10 clients, interleaved"
+        )
+        out = run_load(
+            {
+                "mode": "peer",
+                "cpu": b.client_cpu,
+                "users": users,
+                "daemon": {"url": daemon.url, "pids": [daemon.pid], "password": BENCH_PASSWORD},
+                "peer": {
+                    "host": peer.host,
+                    "port": peer.port,
+                    "pids": peer.pids,
+                    "realm": pi.REALM,
+                },
+                "rounds": [
+                    {"clients": 1, "daemon": plan.peer_daemon_1, "peer": plan.peer_pi_1},
+                    {"clients": 10, "daemon": plan.peer_daemon_10, "peer": plan.peer_pi_10},
+                ],
+                "runs": plan.runs,
+                "warmup": plan.peer_warmup,
+            },
+            timeout=1800,
+        )
+    finally:
+        daemon.stop()
+        if peer is not None:
+            peer.stop()
+    rounds: list[dict[str, Any]] = out["rounds"]
+    replays: list[dict[str, Any]] = out["replays"]
+    section.raw.update(rounds=rounds, replays=replays, versions=versions, workers=workers)
+    accepted = [r for r in replays if not r["refused"]]
+    if accepted:
+        raise RuntimeError(f"a replayed code was accepted: {accepted}")
+
+    def mine(server: str, clients: int) -> list[dict[str, Any]]:
+        return sorted(
+            (r for r in rounds if r["server"] == server and r["clients"] == clients),
+            key=lambda r: r["run"],
+        )
+
+    def rate(r: dict[str, Any]) -> float:
+        """Verifications/s: clients over the mean verification time (Little's law)."""
+        ms = r["ms"]
+        return r["clients"] * 1000 * len(ms) / sum(ms) if ms else math.nan
+
+    def wall(r: dict[str, Any]) -> float:
+        return float(r["count"] / r["elapsed"])
+
+    def stats(server: str, clients: int) -> dict[str, Any]:
+        rs = mine(server, clients)
+        return {
+            "rate": median([rate(r) for r in rs]),
+            "rates": [rate(r) for r in rs],
+            "wall": median([wall(r) for r in rs]),
+            "p50": median([percentile(r["ms"], 50) for r in rs]),
+            "p99": median([percentile(r["ms"], 99) for r in rs]),
+            "max": median([max(r["ms"]) for r in rs if r["ms"]]),
+            "n": sum(r["count"] for r in rs),
+            "server_cpu": median([r["server_cpu"] for r in rs]),
+            "cpu_ms": median([r["server_cpu_s"] * 1000 / max(1, r["count"]) for r in rs]),
+            "client_cpu": median([r["client_cpu"] for r in rs]),
+            "other_cpu": median([r["other_cpu"] for r in rs]),
+            "connects": sum(r["connects"] for r in rs),
+            "connect_ms": [ms for r in rs for ms in r["connect_ms"]],
+            "retries": sum(r["boundary_retries"] for r in rs),
+            "waits": sum(r["pool_waits"] for r in rs),
+            "failures": sum(r["failure_count"] for r in rs),
+        }
+
+    def ratios(clients: int, f: Callable[[dict[str, Any]], float]) -> list[float]:
+        pairs = zip(mine("daemon", clients), mine("privacyidea", clients), strict=True)
+        return [f(d) / f(p) for d, p in pairs]
+
+    name = f"privacyIDEA {versions['privacyIDEA']}"
+    for clients in (1, 10):
+        d, p = stats("daemon", clients), stats("privacyidea", clients)
+        plural = "s" if clients > 1 else ""
+        r = median(ratios(clients, rate))
+        clean = d["failures"] == 0 and p["failures"] == 0
+        section.rows.append(
+            Row(
+                f"OTP verifications/s, {clients} client{plural}: auth.login_ex_continue vs "
+                f"{name} POST /validate/check",
+                f"{fmt(d['rate'])}/s",
+                f"{name} {fmt(p['rate'])}/s",
+                f"{r:.1f}x",
+                ">= 20x",
+                r >= 20 and clean,
+            )
+        )
+        section.rows.append(
+            Row(
+                f"OTP verification latency, {clients} client{plural} at once, same users and codes",
+                f"p50 {d['p50']:.2f} ms, p99 {d['p99']:.2f} ms",
+                f"{name} p50 {p['p50']:.1f} ms, p99 {p['p99']:.1f} ms",
+                f"p99 {p['p99'] / d['p99']:.0f}x lower",
+                "-",
+                None,
+            )
+        )
+    d10, p10 = stats("daemon", 10), stats("privacyidea", 10)
+    whole = median(ratios(10, wall))
+    section.rows.append(
+        Row(
+            "Whole 2FA logins/s (password step + OTP step + logout: 3 calls) vs "
+            "/validate/check calls/s, 10 clients, wall clock",
+            f"{fmt(d10['wall'])}/s",
+            f"{name} {fmt(p10['wall'])}/s",
+            f"{whole:.1f}x",
+            "-",
+            None,
+        )
+    )
+    refused = {s: sum(1 for r in replays if r["server"] == s) for s in ("daemon", "privacyidea")}
+    section.rows.append(
+        Row(
+            "A replayed code (same user, same time step) is refused, checked in every run",
+            f"refused {refused['daemon']}/{plan.runs}",
+            f"{name} refused {refused['privacyidea']}/{plan.runs}",
+            "-",
+            "refused by both",
+            refused["daemon"] == plan.runs and refused["privacyidea"] == plan.runs,
+        )
+    )
+    section.details += [
+        f"Peer: {name} (gunicorn {versions['gunicorn']}, {workers} sync workers, Flask "
+        f"{versions['Flask']}, Werkzeug {versions['Werkzeug']}, SQLAlchemy "
+        f"{versions['SQLAlchemy']}), SQLite database copied for this run next to the daemon's "
+        f"state, default SQL audit, no policy, an internal SQL resolver with {len(users)} "
+        "users each owning one TOTP token (SHA-1, 6 digits, 30 s, no PIN, so `pass` is the "
+        "code alone). The daemon: global 2FA, window 0, the same users and seeds. Both pinned "
+        f"to {'CPU ' + str(b.server_cpu) if b.server_cpu is not None else 'no CPU'} "
+        "(every gunicorn process), the load generator to "
+        f"{'CPU ' + str(b.client_cpu) if b.client_cpu is not None else 'no CPU'}.",
+        "",
+        "| server | clients | verifications/s (clients / mean time) | runs min..max | "
+        "calls completed/s (wall) | p50 ms | p99 ms | max ms | verifications | server CPU | "
+        "server CPU ms/verification | client CPU | other processes (cores) | "
+        "reconnects | failures |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for server, label in (("daemon", "daemon"), ("privacyidea", name)):
+        for clients in (1, 10):
+            st = stats(server, clients)
+            section.details.append(
+                f"| {label} | {clients} | {fmt(st['rate'])} | {spread(st['rates'])} | "
+                f"{fmt(st['wall'])} | {st['p50']:.2f} | {st['p99']:.2f} | {st['max']:.2f} | "
+                f"{st['n']} | {st['server_cpu'] * 100:.0f}% | {fmt(st['cpu_ms'])} | "
+                f"{st['client_cpu'] * 100:.0f}% | {st['other_cpu']:.2f} | {st['connects']} | "
+                f"{st['failures']} |"
+            )
+    connect_ms = stats("privacyidea", 1)["connect_ms"] + p10["connect_ms"]
+    retries = stats("daemon", 1)["retries"] + d10["retries"]
+    waits = sum(r["pool_waits"] for r in rounds)
+    section.details += [
+        "",
+        "The daemon's wall-clock figure is whole logins (3 calls each, only the OTP step "
+        "timed) and its CPU per verification covers all three; privacyIDEA's is one call. "
+        "gunicorn's sync workers close every connection: the client reconnects before the "
+        f"next call, outside the timed part (connect p50 {percentile(connect_ms, 50):.2f} ms, "
+        f"p99 {percentile(connect_ms, 99):.2f} ms). Daemon codes whose step ended in flight, "
+        f"retried: {retries}. Waits for a fresh time step inside a round (no user of the "
+        f"pool left for the current one): {waits}.",
+        "",
+        "Replay check, run 1: daemon `{}`; {} `{}`.".format(
+            next(r["replay"] for r in replays if r["server"] == "daemon"),
+            name,
+            next(r["replay"] for r in replays if r["server"] == "privacyidea"),
+        ),
+    ]
+    for rd in rounds:
+        for failure in rd["failures"][:1]:
+            section.details.append(f"\nFailure ({rd['server']}, {rd['clients']}): `{failure}`")
+    return section
+
+
 # -- memory -------------------------------------------------------------------------------
 
 
@@ -801,6 +1025,7 @@ SECTIONS: dict[str, Callable[[Bench], Section]] = {
     "recovery": section_recovery,
     "memory": section_memory,
     "startup": section_startup,
+    "peer": section_peer,
 }
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets as _secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +55,12 @@ def user_name(i: int) -> str:
 
 
 async def _seed(
-    state_dir: Path, runtime_dir: Path, users: int, with_secrets: bool, twofactor: bool
+    state_dir: Path,
+    runtime_dir: Path,
+    users: int,
+    with_secrets: bool,
+    twofactor: bool,
+    given: Sequence[str] | None,
 ) -> list[SeededUser]:
     settings = Settings.model_validate(
         {"state_dir": state_dir, "runtime_dir": runtime_dir, "admin_password": ADMIN_PASSWORD}
@@ -75,8 +81,11 @@ async def _seed(
                 {"username": name, "full_name": f"Bench user {i}", "password_hash": cheap}
             )
             secret = None
-            if with_secrets:
+            if given is not None:
+                secret = given[i - 1]
+            elif with_secrets:
                 secret = "".join(_secrets.choice(_B32) for _ in range(32))
+            if secret is not None:
                 await repos.set_totp(user_id, mw.encrypt(secret, TOTP_PURPOSE), 30, 6)
             seeded.append(SeededUser(name, secret))
         if twofactor:
@@ -88,7 +97,12 @@ async def _seed(
 
 
 def seed_state(
-    base: Path, *, users: int, with_secrets: bool = False, twofactor: bool = False
+    base: Path,
+    *,
+    users: int,
+    with_secrets: bool = False,
+    twofactor: bool = False,
+    totp_secrets: Sequence[str] | None = None,
 ) -> list[SeededUser]:
     """Create ``base/state`` with ``admin``, ``benchadmin`` and ``users`` users.
 
@@ -98,8 +112,14 @@ def seed_state(
         with_secrets: Give each a fresh random TOTP seed (6 digits, 30 s).
         twofactor: Enable global 2FA (window 0), so password logins of users with a
             secret answer OTP_REQUIRED.
+        totp_secrets: The users' TOTP seeds (base32, one per user, in order) instead of
+            random ones: the same users and seeds as another server (the ``peer`` section).
 
     Returns:
         The seeded ordinary users with their plaintext seeds.
     """
-    return asyncio.run(_seed(base / "state", base / "run", users, with_secrets, twofactor))
+    if totp_secrets is not None and len(totp_secrets) != users:
+        raise ValueError(f"{len(totp_secrets)} TOTP seeds for {users} users")
+    return asyncio.run(
+        _seed(base / "state", base / "run", users, with_secrets, twofactor, totp_secrets)
+    )
