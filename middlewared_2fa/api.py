@@ -76,6 +76,7 @@ class CallContext:
             self.middleware.sessions.login(self.connection, identity)
         else:  # an internal call without a connection
             self.session.identity = identity
+        self.session.code_refusal = None  # about a code of the login before, if any
 
     def logout(self) -> None:
         """Log this session out (the connection stays open); its tokens end."""
@@ -83,6 +84,7 @@ class CallContext:
             self.middleware.sessions.logout(self.connection)
         else:
             self.session.identity = None
+        self.session.code_refusal = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -95,8 +95,10 @@ class JournalFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         priority = next((p for level, p in self.PRIORITIES if record.levelno >= level), 7)
-        # journald makes one entry of each line: a traceback's lines keep the priority.
-        return f"<{priority}>" + super().format(record).replace("\n", f"\n<{priority}>")
+        # journald makes one entry of each line (and ends one at a NUL too): a
+        # traceback's lines keep the priority, and a NUL cannot start a forged entry.
+        text = super().format(record).replace("\x00", "\\x00")
+        return f"<{priority}>" + text.replace("\n", f"\n<{priority}>")
 
 
 def stderr_is_journal(environ: Mapping[str, str] | None = None) -> bool:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import locale
 import os
@@ -42,8 +43,10 @@ import ssl
 import sys
 import termios
 import textwrap
+import unicodedata
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
+from urllib.parse import urlsplit
 
 import segno
 from cryptography import x509
@@ -206,6 +209,17 @@ def format_error(exc: ClientError) -> str:
     return f"midclt2fa: {exc.reason}"
 
 
+def printable(text: str) -> str:
+    """``text`` with control and format characters (but the line ends) as escapes: an
+    error message from a server must not drive the terminal (clear it, fake a prompt)."""
+    return "".join(
+        ch
+        if ch == "\n" or unicodedata.category(ch)[0] != "C"
+        else (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        for ch in text
+    )
+
+
 class Failure(Exception):
     """A message for stderr, exit status 1."""
 
@@ -325,6 +339,8 @@ def read_api_key(value: str) -> tuple[int, str]:
     if not _KEY_SHAPE.fullmatch(text):
         try:
             lines = Path(value).expanduser().read_text(encoding="utf-8").splitlines()
+        except RuntimeError:  # "~someone/...": no such user to expand
+            raise Failure("-K: no such file (its ~ names no user)") from None
         except FileNotFoundError:
             raise Failure(
                 "-K: not an API key (ID-KEY, as api_key.create showed it) and no such file"
@@ -348,13 +364,37 @@ def _channel_binding(client: Client) -> bytes | None:
     return None if der is None else tls_server_end_point(x509.load_der_x509_certificate(der))
 
 
-def _key_failure(resp: dict[str, Any]) -> Failure:
+def _key_failure(resp: dict[str, Any], key_id: int) -> Failure:
     if resp.get("response_type") == "EXPIRED":
         return Failure(
             "login failed: the API key has expired or was revoked (see api_key.query "
-            "revoked_reason); make a new one with api_key.update ID '{\"reset\": true}'"
+            f"revoked_reason); make a new one with api_key.update {key_id} "
+            """'{"reset": true}'"""
         )
     return Failure("login failed: wrong username or API key")
+
+
+def _plaintext_remote(uri: str) -> str | None:
+    """The host of a ``ws://`` URI that is not this machine (a loopback address or
+    ``localhost``), else None: a plain key sent there crosses the network unencrypted."""
+    if not uri.startswith("ws://"):
+        return None
+    host = (urlsplit(uri).hostname or "").lower()
+    if host == "localhost":
+        return None
+    try:
+        return None if ipaddress.ip_address(host).is_loopback else host
+    except ValueError:
+        return host
+
+
+def _reply_field(resp: Any, name: str) -> Any:
+    """``resp[name]`` of a login answer; a reply of another shape is not the daemon's."""
+    if not isinstance(resp, dict) or name not in resp:
+        raise Failure(
+            "login failed: the daemon's reply has an unexpected shape (is this middlewared-2fa?)"
+        )
+    return resp[name]
 
 
 async def _login_with_key(client: Client, args: argparse.Namespace) -> dict[str, Any]:
@@ -370,21 +410,33 @@ async def _login_with_key(client: Client, args: argparse.Namespace) -> dict[str,
             },
             timeout=args.timeout,
         )
-        if resp["response_type"] != "SUCCESS":
-            raise _key_failure(resp)
+        if _reply_field(resp, "response_type") != "SUCCESS":
+            raise _key_failure(resp, key_id)
         return dict(resp)
-    scram = ScramExchange(args.username, key_id, material, _channel_binding(client))
+    binding = _channel_binding(client)
+    if binding is None and args.insecure:
+        # With --insecure nothing but the binding tells the daemon from a proxy in the
+        # path; without it, such a proxy would be handed the logged-in session.
+        raise Failure(
+            "login refused: the daemon's TLS certificate allows no channel binding (RFC "
+            "5929: e.g. an Ed25519 key), and with --insecure nothing else shows that this "
+            "is the daemon; trust its certificate with --cafile FILE instead"
+        )
+    scram = ScramExchange(args.username, key_id, material, binding)
     resp = await client.call(
         "auth.login_ex",
         {"mechanism": "SCRAM", "scram_type": "CLIENT_FIRST_MESSAGE", "rfc_str": scram.first()},
         timeout=args.timeout,
     )
-    if resp["response_type"] != "SCRAM_RESPONSE":
-        raise _key_failure(resp)
+    if _reply_field(resp, "response_type") != "SCRAM_RESPONSE":
+        raise _key_failure(resp, key_id)
+    server_first = _reply_field(resp, "rfc_str")
+    if not isinstance(server_first, str):
+        raise Failure("login failed: the daemon's SCRAM answer is not acceptable (not a string)")
     try:
         # PBKDF2 with the key's iteration count (500,000): off the loop, which keeps
         # answering the daemon's keepalive pings.
-        final = await asyncio.to_thread(scram.final, resp["rfc_str"])
+        final = await asyncio.to_thread(scram.final, server_first)
     except ScramClientError as exc:
         raise Failure(
             f"login failed: the daemon's SCRAM answer is not acceptable ({exc})"
@@ -394,10 +446,13 @@ async def _login_with_key(client: Client, args: argparse.Namespace) -> dict[str,
         {"mechanism": "SCRAM", "scram_type": "CLIENT_FINAL_MESSAGE", "rfc_str": final},
         timeout=args.timeout,
     )
-    if resp["response_type"] != "SCRAM_RESPONSE":
-        raise _key_failure(resp)
+    if _reply_field(resp, "response_type") != "SCRAM_RESPONSE":
+        raise _key_failure(resp, key_id)
     try:
-        scram.verify(resp["rfc_str"])
+        server_final = _reply_field(resp, "rfc_str")
+        if not isinstance(server_final, str):
+            raise ScramClientError("not a string")
+        scram.verify(server_final)
     except ScramClientError:
         # The daemon accepted us but could not prove it holds the key's server key.
         raise Failure(
@@ -601,6 +656,15 @@ async def run(
     args: argparse.Namespace, stdout: TextIO, stdin: TextIO, stderr: TextIO | None = None
 ) -> None:
     uri = args.uri or default_uri()
+    remote = _plaintext_remote(uri)
+    if args.api_key is not None and args.key_mechanism == "PLAIN" and remote is not None:
+        # The daemon would revoke the key on arrival (API.md §11), and anyone on the way
+        # would have read it: it is not even connected for.
+        raise Failure(
+            f"not sending the API key in plain text over ws:// to {remote}: anyone on the "
+            "way could read it, and the daemon revokes a key that arrives so; use SCRAM "
+            "(the default: drop --key-mechanism PLAIN) or wss://"
+        )
     if args.command == "call":
         # Bad parameters are said before anything is sent (or a password asked for).
         args.params = _call_params(args.args, stdin)
@@ -704,13 +768,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(run(args, sys.stdout, sys.stdin, sys.stderr))
     except Failure as exc:
-        print(f"midclt2fa: {exc}", file=sys.stderr)
+        print(printable(f"midclt2fa: {exc}"), file=sys.stderr)
         return 1
     except ClientError as exc:
         text = format_error(exc)
         if exc.errno == _ENOTAUTHENTICATED and not args.username:
             text += " (log in with -U USER, or use the Unix socket as root)"
-        print(text, file=sys.stderr)
+        print(printable(text), file=sys.stderr)
+        return 1
+    except (KeyError, TypeError, AttributeError):
+        # A reply without the fields of its kind (API.md): not the daemon, or a broken one.
+        print(
+            "midclt2fa: the reply has an unexpected shape (is this middlewared-2fa's "
+            "/api/current?)",
+            file=sys.stderr,
+        )
         return 1
     except TimeoutError:
         print("midclt2fa: no reply within the timeout", file=sys.stderr)

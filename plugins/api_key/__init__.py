@@ -323,6 +323,15 @@ class ApiKeyService(Service):
         expires = api_key_create.expires_at.seconds if api_key_create.expires_at else None
         if expires is not None and expires <= now:
             raise ValidationError("api_key_create.expires_at", "Must be in the future")
+        limit = ctx.identity.expires_at if ctx.identity.api_key is not None else None
+        if limit is not None and (expires is None or expires > limit):
+            # A key that expires must not outlive itself through a new key (it may not
+            # extend itself either: update refuses it).
+            raise ValidationError(
+                "api_key_create.expires_at",
+                "A session of an expiring API key may only make keys that expire no later "
+                "than that key",
+            )
         material, keys = await self._new_material(ctx)
         _, key_id = await self.middleware.db.write(
             "INSERT INTO api_keys (name, user_id, salt, iterations, stored_key, server_key, "

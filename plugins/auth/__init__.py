@@ -320,6 +320,7 @@ class AuthService(Service):
 
     async def _password(self, ctx: CallContext, data: PasswordPlain) -> dict[str, Any]:
         session = ctx.session
+        session.code_refusal = None  # a new login: the last one's code is not its business
         if session.pending is not None:
             await self.middleware.audit(
                 "AUTHENTICATION",

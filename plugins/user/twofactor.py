@@ -37,6 +37,7 @@ from middlewared_2fa.schema.user import (
 )
 from middlewared_2fa.session import Credentials, Identity, Level, Proof, StaleCredential
 
+from ..auth import AuthService
 from ..auth_twofactor import TwoFactorService, refusal_of
 from . import otpauth
 from .crud import (
@@ -345,9 +346,14 @@ class UserTwoFactor:
         code of the caller's own secret makes the session LEVEL_2 (``LOGIN_TWOFACTOR``):
         it has just proved both factors (API.md §4, §9).
 
+        A wrong code of one's own secret counts as a failed authentication of the account
+        (cool-down, lock, failure delay: API.md §3); an administrator checking another
+        user's code does not count against them.
+
         Raises:
             CallError: EPERM; ENOENT; EACCES from a session without the second factor
-                it has; EINVAL when the user has no secret.
+                it has; EINVAL when the user has no secret; EBUSY while one's own account
+                cools down.
         """
         row = await self._named(ctx, username, write_role=None)
         await self._require_second_factor_session(ctx)
@@ -355,10 +361,27 @@ class UserTwoFactor:
             raise CallError(
                 f"{username!r} user does not have two factor authentication configured", EINVAL
             )
-        check = await self.middleware.service(TwoFactorService).check_code(row, token)
-        ctx.session.code_refusal = refusal_of(check)
         identity = ctx.identity
-        if check.ok and identity.user_id == row.id and identity.level != "LEVEL_2":
+        is_self = identity.user_id == row.id
+        # One's own code is an authentication (it can make the session LEVEL_2): counted
+        # per account, cooled down and delayed like the OTP step (API.md §3).
+        auth = self.middleware.service(AuthService)
+        attempt = auth.begin_attempt(row.id) if is_self else None  # EBUSY in a cool-down
+        try:
+            check = await self.middleware.service(TwoFactorService).check_code(row, token)
+        except BaseException:
+            if attempt is not None:
+                auth.refund_attempt(attempt)
+            raise
+        ctx.session.code_refusal = refusal_of(check)
+        if attempt is not None:
+            if check.ok:
+                await auth.attempt_succeeded(row.id)
+            else:
+                await auth.attempt_failed(
+                    ctx, attempt, row, row.username, f"wrong OTP verified ({check.reason})"
+                )
+        if check.ok and is_self and identity.level != "LEVEL_2":
             self._upgrade(ctx, row)
         return check.ok
 
@@ -366,6 +389,8 @@ class UserTwoFactor:
         """Make the caller's session a setup-only, LEVEL_1 one (same account and
         generation), as a password login of ``row`` under ``enforce`` would be. Logged
         out if the account changed meanwhile."""
+        if ctx.identity.api_key is not None:
+            return  # a key session stays what it is: keys are for automation (API.md §11)
         if not self._relogin(ctx, row, "LOGIN_PASSWORD", "LEVEL_1", setup_only=True):
             ctx.logout()
 
@@ -373,6 +398,11 @@ class UserTwoFactor:
         """Make the caller's session LEVEL_2 and no longer setup-only (``LOGIN_TWOFACTOR``;
         API.md §4, §9). ``PASSWORD_CHANGE_REQUIRED`` stays until the session sets a new
         password."""
+        if ctx.identity.api_key is not None or ctx.identity.parent is not None:
+            # An API-key or token session stays bound to its key or parent (their end,
+            # expiry and revocation end it, API.md §9): a code does not turn it into a
+            # password login of its own.
+            return
         if not self._relogin(ctx, row, "LOGIN_TWOFACTOR", "LEVEL_2", setup_only=False):
             logger.warning("session of user id %s could not be upgraded", row.id)
 
@@ -398,6 +428,8 @@ class UserTwoFactor:
             or identity.user_id != row.id
             or identity.generation != row.generation
             or ctx.connection is None
+            or identity.api_key is not None  # see _upgrade: never detached from its key
+            or identity.parent is not None
         ):
             return False
         proof = Proof(credentials, level, secrets.token_hex(8), self.middleware.clock.time())

@@ -18,7 +18,7 @@ from middlewared_2fa.cli.client import Client, ClientError, open_client
 from middlewared_2fa.clock import FrozenClock
 from tests.helpers.certs import rfc5929_end_point
 from tests.helpers.daemon import InProcessDaemon
-from tests.helpers.rfc import RFC_SECRET
+from tests.helpers.rfc import AROUND_1234567890, RFC_SECRET
 from tests.helpers.scram_client import ScramClient
 
 KEY = re.compile(r"([1-9][0-9]*)-([A-Za-z0-9]{64})")
@@ -460,3 +460,55 @@ async def test_convert_raw_key_of_another_user_is_as_unknown(daemon: InProcessDa
         with pytest.raises(ClientError) as err:
             await c.call("api_key.convert_raw_key", made["key"])
         assert err.value.code == -32602
+
+
+async def test_a_code_does_not_cut_a_key_session_loose_from_its_key(
+    stack: contextlib.AsyncExitStack, daemon: InProcessDaemon
+) -> None:
+    """Attack helper: user.verify_twofactor_token (or confirming a new secret) from an API
+    key session turned it into a LOGIN_TWOFACTOR session without the key, which then
+    outlived the key's deletion and could re-date its own key. It stays an API_KEY
+    session now, bound to its key."""
+    async with daemon.admin() as admin:
+        made = await bob_with_key(daemon, admin)
+    await daemon.seed_secret("bob", RFC_SECRET)
+    c = await stack.enter_async_context(open_client(daemon.url))
+    assert (await plain(c, "bob", made["key"]))["response_type"] == "SUCCESS"
+    assert await c.call("user.verify_twofactor_token", "bob", AROUND_1234567890[0]) is True
+    me = await c.call("auth.me")
+    assert me["credentials"] == "API_KEY"
+    [mine] = [s for s in await c.call("auth.sessions") if s["current"]]
+    assert mine["credentials_data"]["api_key"]["id"] == made["id"]
+    with pytest.raises(ClientError) as err:
+        await c.call("api_key.update", made["id"], {"expires_at": None})
+    assert err.value.errname == "EPERM"
+    async with daemon.admin() as admin:
+        assert await admin.call("api_key.delete", made["id"]) is True
+    with pytest.raises((ConnectionClosed, ConnectionError)):  # ended: closed with 1008
+        await c.call("auth.me")
+    assert c.ws.close_code == 1008
+
+
+async def test_an_expiring_key_cannot_make_a_key_that_outlives_it(
+    stack: contextlib.AsyncExitStack, daemon: InProcessDaemon, clock: FrozenClock
+) -> None:
+    """Attack helper: a session of a key expiring in 10 minutes made a key that never
+    expires. A key session's new keys now expire no later than its own key."""
+    async with daemon.admin() as admin:
+        expires = int((clock.time() + 600) * 1000)
+        made = await bob_with_key(daemon, admin, expires_at={"$date": expires})
+    c = await stack.enter_async_context(open_client(daemon.url))
+    assert (await plain(c, "bob", made["key"]))["response_type"] == "SUCCESS"
+    for later in (None, {"$date": expires + 1000}):
+        with pytest.raises(ClientError) as err:
+            await c.call("api_key.create", {"name": "escape", "expires_at": later})
+        assert err.value.code == -32602
+        assert err.value.extra[0][0] == "api_key_create.expires_at", err.value.extra
+    kept = await c.call("api_key.create", {"name": "shorter", "expires_at": {"$date": expires}})
+    assert kept["expires_at"] == {"$date": expires}
+    # A key without expiry may make keys without one (nothing to outlive).
+    async with daemon.admin() as admin:
+        forever = await admin.call("api_key.create", {"name": "forever", "username": "bob"})
+    f = await stack.enter_async_context(open_client(daemon.url))
+    assert (await plain(f, "bob", forever["key"]))["response_type"] == "SUCCESS"
+    assert (await f.call("api_key.create", {"name": "also forever"}))["expires_at"] is None

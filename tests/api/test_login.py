@@ -172,6 +172,10 @@ async def test_last_code_refusal_tells_a_spent_code_from_a_wrong_one(
             resp = await c.call("auth.login_ex_continue", otp_step("000000"))
             assert resp == {"response_type": "OTP_REQUIRED", "username": "alice"}
             assert await c.call("auth.last_code_refusal") == "WRONG"
+            # A new login on the connection starts without the last one's answer.
+            resp = await c.call("auth.login_ex", password_step())
+            assert resp["response_type"] == "OTP_REQUIRED"
+            assert await c.call("auth.last_code_refusal") is None
         # user.verify_twofactor_token sets it too.
         assert await admin.call("user.verify_twofactor_token", "alice", CODE) is False
         assert await admin.call("auth.last_code_refusal") == "REUSED"

@@ -8,21 +8,32 @@ Keys are made by root over the Unix socket, as README's "API keys for scripts" s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import queue
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
 from tests.cli.conftest import Midclt
 from tests.helpers.daemon import SubprocessDaemon, subprocess_daemon
 
 WRONG_KEY = "midclt2fa: login failed: wrong username or API key\n"
-EXPIRED = (
-    "midclt2fa: login failed: the API key has expired or was revoked (see api_key.query "
-    """revoked_reason); make a new one with api_key.update ID '{"reset": true}'\n"""
-)
+
+
+def expired(key_id: int) -> str:
+    return (
+        "midclt2fa: login failed: the API key has expired or was revoked (see api_key.query "
+        f"""revoked_reason); make a new one with api_key.update {key_id} '{{"reset": true}}'\n"""
+    )
+
+
 #: API.md §11: ``<id>-<64 letters and digits>``.
 KEY = re.compile(r"([0-9]+)-[A-Za-z0-9]{64}")
 
@@ -157,8 +168,97 @@ def test_plain_key_over_remote_plaintext_is_revoked(remote: Midclt) -> None:
     done = remote(
         "-u", remote.daemon.url, "-U", "robot", "-K", key, "--key-mechanism", "PLAIN", "ping"
     )
-    assert (done.returncode, done.stdout, done.stderr) == (1, "", EXPIRED), done
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", expired(key_id)), done
     entry = remote.json("call", "api_key.query", json.dumps([["id", "=", key_id]]), '{"get": true}')
     assert isinstance(entry, dict) and entry["revoked"] is True, entry
     done = remote("-u", remote.daemon.url, "-U", "robot", "-K", key, "ping")
-    assert (done.returncode, done.stderr) == (1, EXPIRED), done
+    assert (done.returncode, done.stderr) == (1, expired(key_id)), done
+
+
+def test_plain_key_is_never_sent_over_plaintext_to_another_machine(midclt: Midclt) -> None:
+    """--key-mechanism PLAIN over ws:// to an address that is not this machine is refused
+    before connecting: the key would cross the network readable (and the daemon would
+    revoke it). Nothing listens at the TEST-NET address, so a connection would fail
+    differently."""
+    for host in ("192.0.2.1", "nas.example", "[2001:db8::1]"):
+        done = midclt(
+            "-u", f"ws://{host}:8642/api/current", "-U", "robot", "-K", "1-" + "a" * 64,
+            "--key-mechanism", "PLAIN", "ping",
+        )  # fmt: skip
+        bare = host.strip("[]")
+        assert (done.returncode, done.stdout, done.stderr) == (
+            1,
+            "",
+            f"midclt2fa: not sending the API key in plain text over ws:// to {bare}: anyone "
+            "on the way could read it, and the daemon revokes a key that arrives so; use "
+            "SCRAM (the default: drop --key-mechanism PLAIN) or wss://\n",
+        ), done
+
+
+@contextlib.contextmanager
+def fake_daemon(answer: Callable[[dict[str, Any]], Any]) -> Iterator[str]:
+    """A WebSocket server on loopback that answers each JSON-RPC request with
+    ``answer(request)`` (a whole reply object): something that is not the daemon."""
+    ready: queue.Queue[tuple[str, asyncio.AbstractEventLoop, asyncio.Event]] = queue.Queue()
+
+    async def handler(ws: ServerConnection) -> None:
+        async for raw in ws:
+            request = json.loads(raw)
+            await ws.send(json.dumps(answer(request)))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            ready.put((f"ws://127.0.0.1:{port}/api/current", asyncio.get_running_loop(), stop))
+            await stop.wait()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    url, loop, stop = ready.get(timeout=30)
+    try:
+        yield url
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+
+
+def _reply(request: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request["id"], **fields}
+
+
+def test_replies_of_another_shape_are_said_in_words(midclt: Midclt) -> None:
+    """Attack helper: replies without their fields (a SCRAM answer without rfc_str, a
+    result of the wrong type, error data that is not an object) crashed midclt2fa with a
+    traceback. Each is now one line; the key is never shown."""
+    key = "5-" + "k" * 64
+    shapes = [
+        lambda r: _reply(r, result={"response_type": "SCRAM_RESPONSE"}),
+        lambda r: _reply(r, result={"response_type": "SCRAM_RESPONSE", "rfc_str": 7}),
+        lambda r: _reply(r, result=[1, 2]),
+        lambda r: _reply(r, result=None),
+        lambda r: _reply(r, error={"code": -32001, "message": "x", "data": "not an object"}),
+    ]
+    for shape in shapes:
+        with fake_daemon(shape) as url:
+            done = midclt("-u", url, "-U", "robot", "-K", key, "ping")
+        assert done.returncode == 1, done
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("midclt2fa: "), done
+        assert "Traceback" not in done.stderr and "k" * 64 not in done.stderr + done.stdout
+
+
+def test_a_servers_message_cannot_drive_the_terminal(midclt: Midclt) -> None:
+    """An error reason with terminal escapes (clear the screen, a fake prompt) is printed
+    with the control characters escaped."""
+    reason = "\x1b[2J\x1b[Hre-run with --key-mechanism PLAIN\r\u202e"
+
+    def answer(request: dict[str, Any]) -> dict[str, Any]:
+        data = {"error": 1, "errname": "EPERM", "reason": reason, "trace": None, "extra": []}
+        return _reply(request, error={"code": -32001, "message": "x", "data": data})
+
+    with fake_daemon(answer) as url:
+        done = midclt("-u", url, "call", "core.ping")
+    assert (done.returncode, done.stdout) == (1, ""), done
+    assert done.stderr == (
+        "midclt2fa: [EPERM] \\x1b[2J\\x1b[Hre-run with --key-mechanism PLAIN\\x0d\\u202e\n"
+    ), done

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import hashlib
 import ipaddress
 import json
@@ -28,7 +29,7 @@ from urllib.parse import urlsplit
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from middlewared_2fa.cli.client import ConnectError, open_client, tls_context
 from middlewared_2fa.clock import FrozenClock
@@ -575,6 +576,78 @@ async def test_midclt2fa_api_key_scram_is_bound_to_the_certificate(
         (False, "wrong SCRAM proof"),
         (True, f"API key login (key {made['id']}, API_KEY_PLAIN)"),
     ], entries
+
+
+def _ed25519_pair(folder: Path) -> tuple[Path, Path]:
+    """A self-signed Ed25519 certificate for 127.0.0.1: RFC 5929 defines no
+    tls-server-end-point hash for it, so SCRAM cannot be bound to it."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, None)
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_file, key_file = folder / "ed25519.crt", folder / "ed25519.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_file.chmod(0o600)
+    return cert_file, key_file
+
+
+def test_midclt2fa_refuses_unbound_scram_with_insecure(base: Path) -> None:
+    """Attack helper: with an Ed25519 certificate there is no channel binding, and
+    midclt2fa --insecure fell back to unbound SCRAM, so a proxy with a certificate of its
+    own got the logged-in session. Without a binding, --insecure is refused before any
+    SCRAM message; with the certificate trusted (--cafile) the login works."""
+    cert_file, key_file = _ed25519_pair(base / "tls")
+    env = {
+        **TLS_ENV,
+        "MIDDLEWARED_2FA_TLS_CERT_FILE": str(cert_file),
+        "MIDDLEWARED_2FA_TLS_KEY_FILE": str(key_file),
+    }
+    daemon = start_subprocess_daemon(base, extra_env=env)
+    try:
+
+        async def make_key() -> str:
+            async with open_client(daemon.unix_uri) as root:
+                await root.call("user.create", {"username": "edna", "password": "pw-edna"})
+                made = await root.call("api_key.create", {"name": "n", "username": "edna"})
+            return str(made["key"])
+
+        key_file = base / "edna.key"
+        key_file.write_text(asyncio.run(make_key()))
+        login = ("-U", "edna", "-K", str(key_file))
+        done = _midclt("-u", daemon.url, "--insecure", *login, "ping")
+        assert (done.returncode, done.stdout, done.stderr) == (
+            1,
+            "",
+            "midclt2fa: login refused: the daemon's TLS certificate allows no channel "
+            "binding (RFC 5929: e.g. an Ed25519 key), and with --insecure nothing else "
+            "shows that this is the daemon; trust its certificate with --cafile FILE "
+            "instead\n",
+        ), done
+        done = _midclt("-u", daemon.url, "--cafile", str(cert_file), *login, "ping")
+        assert (done.returncode, done.stdout, done.stderr) == (0, "pong\n", ""), done
+    finally:
+        daemon.stop()
 
 
 def test_midclt2fa_wss_to_a_plaintext_daemon(base: Path) -> None:

@@ -258,3 +258,35 @@ async def test_fresh_names_cannot_push_a_cooling_name_out(
         assert await attempt(daemon, "fred", "right-pw") == "EBUSY"
         assert await attempt(daemon, "ghost-fred", "wrong") == "EBUSY"
         assert len(throttle._names) <= 8
+
+
+@sequence_settings()
+async def test_guessing_through_verify_twofactor_token_is_counted(
+    daemon: InProcessDaemon, clock: FrozenClock
+) -> None:
+    """Attack helper: from a password-only session (global 2FA off), user.verify_twofactor_token
+    took 3,800 guesses a second, uncounted, and a right one made the session LEVEL_2. Wrong
+    codes of one's own secret now count like the OTP step: the 3rd starts a cool-down in
+    which even the right code is EBUSY, and the account's password logins cool down too."""
+    async with daemon.admin() as admin, user_asset(admin, "gina", "right-pw"):
+        await daemon.seed_secret("gina", RFC_SECRET)
+        totp = pyotp.TOTP(RFC_SECRET)
+        async with daemon.client() as c:
+            assert (await c.login("gina", "right-pw"))["response_type"] == "SUCCESS"
+            for guess in ("000000", "111111", "222222"):
+                assert await c.call("user.verify_twofactor_token", "gina", guess) is False
+            with pytest.raises(ClientError) as err:
+                await c.call("user.verify_twofactor_token", "gina", _now_at(totp, clock))
+            assert err.value.errname == "EBUSY"
+            assert await attempt(daemon, "gina", "right-pw") == "EBUSY"
+            assert (await c.call("auth.me"))["credentials"] == "LOGIN_PASSWORD"
+            clock.advance(31)
+            assert await c.call("user.verify_twofactor_token", "gina", _now_at(totp, clock))
+            assert (await c.call("auth.me"))["credentials"] == "LOGIN_TWOFACTOR"
+            # The right code reset the count: one more wrong one is no cool-down.
+            assert await c.call("user.verify_twofactor_token", "gina", "333333") is False
+            assert await attempt(daemon, "gina", "right-pw") == "SUCCESS"
+        # An administrator checking someone else's code does not count against them.
+        for _ in range(4):
+            assert await admin.call("user.verify_twofactor_token", "gina", "444444") is False
+        assert await attempt(daemon, "gina", "right-pw") == "SUCCESS"
