@@ -9,6 +9,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -70,6 +71,27 @@ class Settings(BaseModel):
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
     log_file: Path | None = Field(None, description="also log to this file")
     debug: bool = Field(False, description="send tracebacks in data.trace")
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        # A browser sends "scheme://host[:port]" and the check compares it exactly: a bare
+        # host or a path would be accepted here and never match.
+        for origin in value:
+            parts = urlsplit(origin)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or parts.path
+                or parts.query
+                or parts.fragment
+                or origin != origin.strip()
+            ):
+                raise ValueError(
+                    f"{origin[:100]!r} is not a browser origin: scheme://host[:port], "
+                    "e.g. http://192.0.2.2:8642"
+                )
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -183,7 +205,12 @@ def _describe(exc: PydanticValidationError) -> str:
     # A model-level check (auth_lock_after against auth_throttle_after) has no location;
     # its message names the keys.
     return "; ".join(
-        ": ".join(filter(None, (".".join(str(p) for p in err["loc"]), err["msg"])))
+        ": ".join(
+            filter(
+                None,
+                (".".join(str(p) for p in err["loc"]), err["msg"].removeprefix("Value error, ")),
+            )
+        )
         for err in exc.errors()
     )
 

@@ -649,9 +649,16 @@ class Daemon:
         if path == API_PATH:
             origin = request.headers.get("Origin")
             if origin is not None and not self._origin_allowed(
-                origin, request.headers, "https" if _is_tls(connection) else "http"
+                origin,
+                request.headers,
+                "https" if _is_tls(connection) else "http",
+                _local_address(connection),
             ):
-                logger.warning("refused WebSocket handshake from origin %r", origin[:200])
+                logger.warning(
+                    "refused WebSocket handshake from origin %r (a browser origin of "
+                    "this daemon's UI goes into allowed_origins as scheme://host:port)",
+                    origin[:200],
+                )
                 return connection.respond(HTTPStatus.FORBIDDEN, "Forbidden origin\n")
             return None
         if request.headers.get("Upgrade", "").lower() == "websocket":
@@ -664,16 +671,23 @@ class Daemon:
             return _static(path)
         return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
 
-    def _origin_allowed(self, origin: str, headers: Headers, scheme: str) -> bool:
+    def _origin_allowed(
+        self, origin: str, headers: Headers, scheme: str, local_address: str | None
+    ) -> bool:
         """The Origin is the daemon's own (``scheme`` of the connection, ``https`` over
         TLS, + the Host header, and that host one of ours: a rebound DNS name would
-        otherwise pass) or configured (API.md §1)."""
+        otherwise pass) or configured (API.md §1).
+
+        "Ours" includes the address this connection arrived on: a browser that opened
+        the UI by the machine's IP (the daemon listening on 0.0.0.0) sends that IP as
+        Host and Origin, which a rebound name cannot (its Host is the name)."""
         if origin in self.settings.allowed_origins:
             return True
         host = headers.get("Host", "")
         if origin != f"{scheme}://{host}":
             return False
-        return _host_name(host) in self._own_hosts()
+        name = _host_name(host)
+        return name in self._own_hosts() or (local_address is not None and name == local_address)
 
     def _own_hosts(self) -> set[str]:
         names = {
@@ -762,6 +776,15 @@ def _host_name(host: str) -> str:
     if host.startswith("["):
         return host[1 : host.find("]")] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _local_address(ws: ServerConnection) -> str | None:
+    """The IP address a TCP connection arrived on (lower case, no zone), else None."""
+    sockname = ws.transport.get_extra_info("sockname")
+    if not isinstance(sockname, tuple) or not sockname:
+        return None
+    address = str(sockname[0]).split("%", 1)[0].lower()
+    return address.removeprefix("::ffff:") if "." in address else address  # IPv4-mapped
 
 
 def _is_tls(ws: ServerConnection) -> bool:

@@ -132,6 +132,8 @@ def validation_errors(
             message = f"must be one of {err.get('ctx', {}).get('expected_tags', '')}"
         elif err["type"] in _NAMES_A_CLASS:  # "... instance of UserCreate": our class name
             message = _NAMES_A_CLASS[err["type"]]
+        elif err["type"] == "value_error":  # our validators' own words, without pydantic's tag
+            message = message.removeprefix("Value error, ")
         errors.add(prefix + path if path else root, message, E.EINVAL)
     return errors
 

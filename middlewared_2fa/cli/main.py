@@ -300,8 +300,9 @@ async def _read_line(fd: int) -> bytes | None:
 #: Said for EBUSY during a login: the account's cool-down after repeated failures and the
 #: address's rate limit give the same answer (API.md §3).
 THROTTLED = (
-    "login refused: too many login attempts for this account or from this address "
-    "(cool-down); wait a few minutes, then try again"
+    "login refused: too many calls before login from this address (the daemon's "
+    "rate_limit_calls per rate_limit_period; each login takes two), or a cool-down of this "
+    "account after failed logins; wait a minute, then try again"
 )
 
 
@@ -367,9 +368,11 @@ def _channel_binding(client: Client) -> bytes | None:
 def _key_failure(resp: dict[str, Any], key_id: int) -> Failure:
     if resp.get("response_type") == "EXPIRED":
         return Failure(
-            "login failed: the API key has expired or was revoked (see api_key.query "
-            f"revoked_reason); make a new one with api_key.update {key_id} "
-            """'{"reset": true}'"""
+            f"login failed: API key {key_id} has expired or was revoked (api_key.query "
+            "shows its expires_at and revoked_reason); for a new key: api_key.update "
+            + str(key_id)
+            + """ '{"reset": true}', with "expires_at": null or a later {"$date": MS} """
+            "if it expired"
         )
     return Failure("login failed: wrong username or API key")
 
@@ -626,6 +629,15 @@ def _connect_failure(uri: str, exc: ConnectError) -> Failure:
         )
     if isinstance(cause, PermissionError):
         return Failure(f"cannot connect to {uri}: permission denied")
+    if isinstance(cause, ssl.SSLCertVerificationError) and "mismatch" in str(cause.verify_message):
+        return Failure(
+            f"cannot connect to {uri}: the daemon's TLS certificate is not for this "
+            f"address ({cause.verify_message}); connect by a name or address the "
+            "certificate holds (the generated one: the host name, localhost, 127.0.0.1, "
+            "::1), or give the daemon a certificate for it (tls_cert_file)"
+        )
+    if isinstance(cause, TimeoutError):
+        return Failure(f"no answer from {uri} within the timeout (-t)")
     if isinstance(cause, ssl.SSLCertVerificationError):
         return Failure(
             f"cannot connect to {uri}: the daemon's TLS certificate is not trusted "

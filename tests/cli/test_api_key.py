@@ -29,8 +29,10 @@ WRONG_KEY = "midclt2fa: login failed: wrong username or API key\n"
 
 def expired(key_id: int) -> str:
     return (
-        "midclt2fa: login failed: the API key has expired or was revoked (see api_key.query "
-        f"""revoked_reason); make a new one with api_key.update {key_id} '{{"reset": true}}'\n"""
+        f"midclt2fa: login failed: API key {key_id} has expired or was revoked (api_key.query "
+        "shows its expires_at and revoked_reason); for a new key: api_key.update "
+        f"""{key_id} '{{"reset": true}}', with "expires_at": null or a later {{"$date": MS}} """
+        "if it expired\n"
     )
 
 

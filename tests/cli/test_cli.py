@@ -361,8 +361,9 @@ def test_account_cool_down_is_explained(midclt: Midclt) -> None:
     done = midclt("-u", url, "-U", "cli_throttled", "-P", "pw-throttled", "ping")
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == (
-        "midclt2fa: login refused: too many login attempts for this account or from this "
-        "address (cool-down); wait a few minutes, then try again\n"
+        "midclt2fa: login refused: too many calls before login from this address (the "
+        "daemon's rate_limit_calls per rate_limit_period; each login takes two), or a "
+        "cool-down of this account after failed logins; wait a minute, then try again\n"
     )
 
 

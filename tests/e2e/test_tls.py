@@ -727,3 +727,28 @@ def test_web_ui_over_https_in_chromium(served: SubprocessDaemon) -> None:
                 page.goto(ui)
         finally:
             browser.close()
+
+
+def test_midclt2fa_names_a_certificate_for_another_address(base: Path) -> None:
+    """New-user helper: reaching the daemon by an address its certificate does not name
+    said "not trusted; give --cafile", although --cafile was given. It now says the
+    certificate is not for this address, and which names the generated one holds."""
+    daemon = start_subprocess_daemon(base, extra_env={**TLS_ENV, "MIDDLEWARED_2FA_HOST": "0.0.0.0"})
+    try:
+        port = urlsplit(daemon.url).port
+        url = f"wss://127.0.0.2:{port}/api/current"
+        cert_file = base / "state" / "tls-cert.pem"
+        done = _midclt("-u", url, "--cafile", str(cert_file), "ping")
+        assert (done.returncode, done.stdout) == (1, ""), done
+        assert done.stderr.startswith(
+            f"midclt2fa: cannot connect to {url}: the daemon's TLS certificate is not for "
+            "this address (IP address mismatch"
+        ), done.stderr
+        assert "connect by a name or address the certificate holds" in done.stderr
+        assert "--cafile FILE" not in done.stderr
+        local = _midclt(
+            "-u", f"wss://127.0.0.1:{port}/api/current", "--cafile", str(cert_file), "ping"
+        )
+        assert (local.returncode, local.stdout) == (0, "pong\n"), local
+    finally:
+        daemon.stop()

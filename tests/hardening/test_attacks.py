@@ -229,3 +229,26 @@ async def test_odd_http_requests_are_not_server_errors(daemon: InProcessDaemon) 
     assert nul.startswith(b"HTTP/1.1 404")
     long = await _raw_http(daemon, b"GET /ui/" + b"a" * 300 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
     assert long.startswith(b"HTTP/1.1 404")
+
+
+@pytest.mark.settings(host="0.0.0.0")
+async def test_wildcard_listener_accepts_the_address_it_was_reached_on(
+    daemon: InProcessDaemon,
+) -> None:
+    """New-user helper: with host 0.0.0.0, the UI opened by the machine's IP could not
+    open its socket (Origin http://IP:PORT refused). The address the connection arrived
+    on is now one of the daemon's own hosts; a rebound name reaching that same address is
+    still refused (its Host is the name), and so is an IP it was not reached on."""
+    port = int(daemon.url.split(":")[2].split("/")[0])
+
+    def send(request: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.2", port), timeout=10) as s:
+            s.sendall(request)
+            return s.recv(4096)
+
+    here = f"127.0.0.2:{port}"
+    accepted = await asyncio.to_thread(send, _upgrade(here, f"http://{here}"))
+    assert accepted.startswith(b"HTTP/1.1 101"), accepted
+    for host in (f"evil.example:{port}", f"127.0.0.3:{port}"):
+        refused = await asyncio.to_thread(send, _upgrade(host, f"http://{host}"))
+        assert refused.startswith(b"HTTP/1.1 403"), (host, refused)

@@ -153,7 +153,7 @@ def test_a_check_across_keys_names_them_without_an_empty_location(tmp_path: Path
     with pytest.raises(StartupError) as exc:
         _shipped(load_settings(path, {}, environ={}))
     assert str(exc.value) == (
-        "invalid settings: Value error, auth_lock_after must be at least auth_throttle_after (5)"
+        "invalid settings: auth_lock_after must be at least auth_throttle_after (5)"
     )
 
 
@@ -180,3 +180,11 @@ def test_a_plugins_list_setting_with_broken_json_names_it() -> None:
     s = load_settings(None, {}, environ={"MIDDLEWARED_2FA_API_KEY_LOCAL_NETWORKS": '["10/8"'})
     with pytest.raises(StartupError, match="MIDDLEWARED_2FA_API_KEY_LOCAL_NETWORKS is not a JSON"):
         plugin_settings(s, [("api_key", ApiKeySettings)])
+
+
+@pytest.mark.parametrize("bad", ["192.0.2.2", "http://192.0.2.2:8642/", "ftp://a", "http://"])
+def test_allowed_origins_must_be_origins(bad: str) -> None:
+    """New-user helper: MIDDLEWARED_2FA_ALLOWED_ORIGINS=192.0.2.2 was accepted and never
+    matched a browser's Origin; it is now a start-up error that shows the form."""
+    with pytest.raises(StartupError, match="is not a browser origin: scheme://host"):
+        load_settings(None, {}, environ={"MIDDLEWARED_2FA_ALLOWED_ORIGINS": bad})

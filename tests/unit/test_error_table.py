@@ -82,11 +82,9 @@ def test_pydantic_error_escaping_a_method() -> None:
     code, message, body = mapped(_pydantic_error({"count": "1"}))
     assert (code, message) == (-32602, "Invalid params")
     assert body["extra"] == [["count", "Input should be a valid integer", 22]]
-    assert mapped(_pydantic_error({"count": 13}))[2]["extra"] == [
-        ["x.method", "Value error, unlucky", 22]
-    ]
+    assert mapped(_pydantic_error({"count": 13}))[2]["extra"] == [["x.method", "unlucky", 22]]
     assert mapped(_pydantic_error({"count": 13}), method=None)[2]["extra"] == [
-        ["params", "Value error, unlucky", 22]
+        ["params", "unlucky", 22]
     ]
 
 

@@ -175,7 +175,7 @@ def test_validation_errors_root_for_an_error_of_the_whole_model() -> None:
     """An error with an empty path is reported at ``root``, without the prefix."""
     exc = _errors(Whole, {"low": 2, "high": 1})
     errors = validation_errors(exc, "login_data", Whole, prefix="login_data.")
-    assert errors.errors == [("login_data", "Value error, low must not exceed high", EINVAL)]
+    assert errors.errors == [("login_data", "low must not exceed high", EINVAL)]
 
 
 def test_validation_errors_prefix_for_a_nested_value() -> None:
