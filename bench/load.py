@@ -22,6 +22,11 @@ Jobs:
   (over :mod:`bench.rawhttp`, one keep-alive HTTP/1.1 connection per client), same users
   and seeds, 1 and 10 clients, interleaved; no user verifies two codes of one time step
   on a server, and each run first checks that both servers refuse a replayed code.
+- ``apikey`` and ``pbkdf2``: API-key logins (SCRAM, ``API_KEY_PLAIN``) and bare PBKDF2,
+  see :mod:`bench.apikey`.
+
+A ``wss://`` URL is opened over TLS trusting the certificate file named by the job's
+``tls_ca``.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from bench.rawhttp import HttpConnection, build_request
-from bench.rawws import RawWebSocket, build_frame, connect, dumps, split_url
+from bench.rawws import RawWebSocket, build_frame, client_tls, connect, dumps, split_url
 from bench.sysinfo import cpu_seconds, machine_busy
 
 
@@ -72,8 +77,14 @@ async def _call(
     raise RuntimeError(f"{method}: {reply['error']}")
 
 
+#: The certificate a ``wss://`` connection trusts (the job's ``tls_ca``): the server's own.
+_TLS_CA: list[str] = []
+
+
 async def _open(url: str, login: dict[str, str] | None, **kwargs: Any) -> RawWebSocket:
     host, port, path = split_url(url)
+    if url.startswith("wss://"):
+        kwargs["tls"] = client_tls(_TLS_CA[0])
     ws = await connect(host, port, path, **kwargs)
     if login is not None:
         result = await _call(
@@ -753,7 +764,31 @@ async def recovery(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def storm(job: dict[str, Any]) -> dict[str, Any]:
+    """The ``storm`` section's logins at once (:func:`bench.storm.storm_job`)."""
+    from bench.storm import storm_job
+
+    return await storm_job(job, _open)
+
+
+async def apikey(job: dict[str, Any]) -> dict[str, Any]:
+    """The ``apikey`` section's logins (:func:`bench.apikey.apikey_job`)."""
+    from bench.apikey import apikey_job
+
+    return await apikey_job(job, _open)
+
+
+async def pbkdf2(job: dict[str, Any]) -> dict[str, Any]:
+    """The ``apikey`` section's ceiling, bare PBKDF2 (:func:`bench.apikey.pbkdf2_job`)."""
+    from bench.apikey import pbkdf2_job
+
+    return pbkdf2_job(job)
+
+
 JOBS = {
+    "apikey": apikey,
+    "pbkdf2": pbkdf2,
+    "storm": storm,
     "throughput": throughput,
     "otp": otp,
     "latency": latency,
@@ -765,6 +800,8 @@ JOBS = {
 
 def main() -> None:
     job = json.loads(sys.stdin.readline())
+    if job.get("tls_ca"):
+        _TLS_CA.append(job["tls_ca"])
     if job.get("cpu") is not None:
         os.sched_setaffinity(0, {job["cpu"]})
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

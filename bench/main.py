@@ -13,6 +13,14 @@ Sections (``--only`` picks some):
   the same size.
 - ``peer``: the OTP step next to privacyIDEA 3.14's ``/validate/check`` (a real peer,
   installed and configured by :mod:`bench.privacyidea`), verifications/s and latency.
+- ``storm``: 200 password + OTP logins at once at the real argon2id parameters, next to
+  bare argon2-cffi verifications on the same core; ``core.ping`` latency meanwhile.
+- ``growth``: the OTP step, ``user.query`` by name and ``audit.query`` at growing table
+  sizes (:mod:`bench.scale`).
+- ``tls``: ``core.ping`` round trips/s over ``wss://`` next to ``ws://`` and next to the
+  echo server serving the daemon's certificate with the daemon's TLS context.
+- ``apikey``: SCRAM and ``API_KEY_PLAIN`` logins/s next to bare PBKDF2-SHA512 at 500,000
+  iterations on the server's core (:mod:`bench.apikey`).
 
 See bench/README.md for the method.
 """
@@ -1019,6 +1027,261 @@ def section_startup(b: Bench) -> Section:
     return section
 
 
+def section_storm(b: Bench) -> Section:
+    """Logins at once at real argon2id parameters (:mod:`bench.scale`)."""
+    from bench.scale import section_storm as storm
+
+    return storm(b)
+
+
+def section_growth(b: Bench) -> Section:
+    """Latency at growing table sizes (:mod:`bench.scale`)."""
+    from bench.scale import section_growth as growth
+
+    return growth(b)
+
+
+# -- tls: wss:// next to ws:// and next to the echo server with the same TLS context ------
+
+
+def section_tls(b: Bench) -> Section:
+    """``core.ping`` round trips/s over ``wss://`` and ``ws://``, daemon and echo server
+    (the echo server with the daemon's certificate and ``server_context``)."""
+    plan = b.plan
+    section = Section("tls")
+    login = {"username": BENCH_ADMIN, "password": BENCH_PASSWORD}
+    servers: list[procs.Server] = []
+    targets: list[dict[str, Any]] = []
+    ping = _ping_request()
+    try:
+        plain_base, _ = b.state("tls-ws", b.current, users=2)
+        tls_base, _ = b.state("tls-wss", b.current, users=2)
+        daemon_ws = b.daemon(plain_base, b.current)
+        servers.append(daemon_ws)
+        daemon_wss = procs.start_daemon(
+            tls_base, cpu=b.server_cpu, extra_env={"MIDDLEWARED_2FA_TLS": "true"}
+        )
+        servers.append(daemon_wss)
+        if not daemon_wss.url.startswith("wss://"):
+            raise RuntimeError(f"the daemon with tls=true listens on {daemon_wss.url}")
+        cert = tls_base / "state" / "tls-cert.pem"
+        key = tls_base / "state" / "tls-key.pem"
+        echo_ws = procs.start_echo(cpu=b.server_cpu)
+        servers.append(echo_ws)
+        echo_wss = procs.start_echo(cpu=b.server_cpu, tls=(cert, key))
+        servers.append(echo_wss)
+        for name, server, lg in (
+            ("echo ws", echo_ws, None),
+            ("echo wss", echo_wss, None),
+            ("daemon ws", daemon_ws, login),
+            ("daemon wss", daemon_wss, login),
+        ):
+            targets.append(
+                {"name": name, "url": server.url, "pid": server.pid, "payload": ping, "login": lg}
+            )
+        job = {
+            "mode": "throughput",
+            "cpu": b.client_cpu,
+            "runs": plan.runs,
+            "warmup": plan.warmup,
+            "duration": plan.duration,
+            "depth": 1,
+            "conns": [1, 50],
+            "targets": targets,
+            "tls_ca": str(cert),
+        }
+        _log("tls: measuring core.ping round trips (" + ", ".join(t["name"] for t in targets) + ")")
+        samples = run_load(job)["samples"]
+    finally:
+        for server in servers:
+            server.stop()
+    section.raw["samples"] = samples
+
+    def series(target: str, conns: int, key: str = "rps") -> list[float]:
+        return [
+            s[key]
+            for s in sorted(samples, key=lambda s: s["run"])
+            if s["target"] == target and s["conns"] == conns
+        ]
+
+    def ratios(a: str, b_: str, conns: int) -> list[float]:
+        # A window with no reply at all (a stalled reference) gives no ratio.
+        pairs = zip(series(a, conns), series(b_, conns), strict=True)
+        return [x / y if y else math.nan for x, y in pairs]
+
+    for conns in (1, 50):
+        plural = "s" if conns > 1 else ""
+        r = median(ratios("daemon wss", "echo wss", conns))
+        section.rows.append(
+            Row(
+                f"core.ping round trips/s over wss://, {conns} connection{plural}",
+                fmt(median(series("daemon wss", conns))),
+                f"echo server over wss:// {fmt(median(series('echo wss', conns)))}",
+                f"{r:.2f}",
+                ">= 0.8 of TLS echo",
+                r >= 0.8,
+            )
+        )
+        for what in ("daemon", "echo"):
+            r = median(ratios(f"{what} wss", f"{what} ws", conns))
+            section.rows.append(
+                Row(
+                    f"{what}: wss:// against ws://, {conns} connection{plural}",
+                    fmt(median(series(f"{what} wss", conns))),
+                    f"{what} over ws:// {fmt(median(series(f'{what} ws', conns)))}",
+                    f"{r:.2f}",
+                    "- (the cost of TLS)",
+                    None,
+                )
+            )
+    section.details.append(
+        "| target | conns | round trips/s (median) | runs min..max | server CPU | "
+        "server CPU µs/call | client CPU | other processes (cores) | errors |"
+    )
+    section.details.append("|---|---:|---:|---|---:|---:|---:|---:|---:|")
+    for target in targets:
+        name = target["name"]
+        for conns in (1, 50):
+            errors = sum(
+                s["errors"] for s in samples if s["target"] == name and s["conns"] == conns
+            )
+            section.details.append(
+                f"| {name} | {conns} | {fmt(median(series(name, conns)))} | "
+                f"{spread(series(name, conns))} | "
+                f"{median(series(name, conns, 'server_cpu')) * 100:.0f}% | "
+                f"{fmt(median(series(name, conns, 'server_us_per_call')))} | "
+                f"{median(series(name, conns, 'client_cpu')) * 100:.0f}% | "
+                f"{median(series(name, conns, 'other_cpu')):.2f} | {errors} |"
+            )
+    return section
+
+
+# -- apikey: API-key logins next to bare PBKDF2 -------------------------------------------
+
+#: PBKDF2-SHA512 iterations of every API key the daemon makes (plugins/api_key/scram.py).
+API_KEY_ITERATIONS = 500_000
+
+
+def section_apikey(b: Bench) -> Section:
+    """SCRAM and API_KEY_PLAIN logins/s, 1 and 2 clients, next to bare PBKDF2-SHA512 at
+    500,000 iterations in a process pinned like the server, one thread per client."""
+    plan = b.plan
+    section = Section("apikey")
+    quick = plan.runs < 5
+    workers = os.cpu_count() or 1
+    counts = {"SCRAM": (100, 200) if quick else (200, 400), "API_KEY_PLAIN": (4, 6)}
+    if quick:
+        counts["API_KEY_PLAIN"] = (3, 4)
+    clients = (1, 2)
+    base, _ = b.state("apikey", b.current, users=2)
+    daemon = procs.start_daemon(
+        base,
+        cpu=b.server_cpu,
+        extra_env={"MIDDLEWARED_2FA_PASSWORD_VERIFICATIONS": str(workers)},
+    )
+    try:
+        job = {
+            "mode": "apikey",
+            "cpu": b.client_cpu,
+            "url": daemon.url,
+            "pids": [daemon.pid],
+            "login": {"username": BENCH_ADMIN, "password": BENCH_PASSWORD},
+            "runs": plan.runs,
+            "rounds": [
+                {"mechanism": m, "clients": n, "count": counts[m][i]}
+                for m in ("SCRAM", "API_KEY_PLAIN")
+                for i, n in enumerate(clients)
+            ],
+        }
+        _log(f"apikey: {plan.runs} runs of SCRAM and API_KEY_PLAIN logins, 1 and 2 clients")
+        rounds = run_load(job, timeout=1800)["rounds"]
+    finally:
+        daemon.stop()
+    ceiling: dict[int, list[dict[str, Any]]] = {n: [] for n in clients}
+    for run in range(plan.runs):
+        for n in clients:
+            threads = min(n, workers)
+            _log(f"apikey run {run + 1}/{plan.runs}: bare PBKDF2, {threads} thread(s)")
+            ceiling[n].append(
+                run_load(
+                    {
+                        "mode": "pbkdf2",
+                        "cpu": b.server_cpu,
+                        "threads": threads,
+                        "count": max(2, counts["API_KEY_PLAIN"][clients.index(n)] // threads),
+                        "iterations": API_KEY_ITERATIONS,
+                    }
+                )
+            )
+    section.raw.update({"rounds": rounds, "pbkdf2": ceiling, "workers": workers})
+
+    def series(mechanism: str, n: int, key: str = "rate") -> list[float]:
+        return [
+            r[key]
+            for r in sorted(rounds, key=lambda r: r["run"])
+            if r["mechanism"] == mechanism and r["clients"] == n
+        ]
+
+    def ref(n: int) -> list[float]:
+        return [c["rate"] for c in ceiling[n]]
+
+    for mechanism, derivations, goal in (("API_KEY_PLAIN", 1, 0.8), ("SCRAM", 0, 1.0)):
+        for n in clients:
+            r = median([x / y for x, y in zip(series(mechanism, n), ref(n), strict=True)])
+            note = (
+                "one PBKDF2 per login on the server"
+                if derivations
+                else "no PBKDF2 on the server: StoredKey and ServerKey are stored"
+            )
+            section.rows.append(
+                Row(
+                    f"{mechanism} logins/s, {n} client{'s' if n > 1 else ''} ({note})",
+                    f"{median(series(mechanism, n)):.1f}",
+                    f"bare PBKDF2-SHA512 500k, {min(n, workers)} thread(s): {median(ref(n)):.2f}/s",
+                    f"{r:.2f}",
+                    f">= {goal} of bare PBKDF2",
+                    r >= goal,
+                )
+            )
+    section.details.append(
+        f"Hashing pool: `password_verifications` = {workers} threads (os.cpu_count()); the "
+        "server is pinned to one core, so they share it. PBKDF2 per login on the server: "
+        "API_KEY_PLAIN 1 (`scram.derive` in the hashing pool), SCRAM 0."
+    )
+    section.details.append("")
+    section.details.append(
+        "| mechanism | clients | logins/s (Little) | runs min..max | logins/s (wall) | "
+        "p50 ms | server CPU | server ms/login | client CPU | other processes (cores) |"
+    )
+    section.details.append("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    for mechanism in ("SCRAM", "API_KEY_PLAIN"):
+        for n in clients:
+            ms = [
+                m
+                for r in rounds
+                if r["mechanism"] == mechanism and r["clients"] == n
+                for m in r["ms"]
+            ]
+            section.details.append(
+                f"| {mechanism} | {n} | {median(series(mechanism, n)):.2f} | "
+                f"{spread(series(mechanism, n))} | "
+                f"{median(series(mechanism, n, 'wall_rate')):.2f} | "
+                f"{percentile(ms, 50):.1f} | "
+                f"{median(series(mechanism, n, 'server_cpu')) * 100:.0f}% | "
+                f"{median(series(mechanism, n, 'server_ms_per_login')):.1f} | "
+                f"{median(series(mechanism, n, 'client_cpu')) * 100:.0f}% | "
+                f"{median(series(mechanism, n, 'other_cpu')):.2f} |"
+            )
+    for n in clients:
+        section.details.append(
+            f"| bare PBKDF2 (ceiling) | {min(n, workers)} thread(s) | {median(ref(n)):.2f} | "
+            f"{spread(ref(n))} | - | "
+            f"{percentile([m for c in ceiling[n] for m in c['ms']], 50):.1f} | "
+            f"{median([c['cpu'] for c in ceiling[n]]) * 100:.0f}% | - | - | - |"
+        )
+    return section
+
+
 SECTIONS: dict[str, Callable[[Bench], Section]] = {
     "rpc": section_rpc,
     "otp": section_otp,
@@ -1026,6 +1289,10 @@ SECTIONS: dict[str, Callable[[Bench], Section]] = {
     "memory": section_memory,
     "startup": section_startup,
     "peer": section_peer,
+    "tls": section_tls,
+    "apikey": section_apikey,
+    "storm": section_storm,
+    "growth": section_growth,
 }
 
 

@@ -191,9 +191,18 @@ def start_daemon(
     return _start(cmd, env, cpu, timeout, cwd=tree)
 
 
-def start_echo(*, cpu: int | None, compression: str = "none", timeout: float = 60) -> Server:
-    """The reference echo server (``python -m bench.echo``)."""
+def start_echo(
+    *,
+    cpu: int | None,
+    compression: str = "none",
+    timeout: float = 60,
+    tls: tuple[Path, Path] | None = None,
+) -> Server:
+    """The reference echo server (``python -m bench.echo``); ``wss://`` with ``tls``
+    (certificate and key files)."""
     cmd = [sys.executable, "-m", "bench.echo", "--compression", compression]
+    if tls is not None:
+        cmd += ["--tls", str(tls[0]), str(tls[1])]
     return _start(cmd, dict(os.environ), cpu, timeout)
 
 

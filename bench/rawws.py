@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import os
+import ssl
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -212,8 +214,10 @@ async def connect(
     keep_payload: bool = True,
     offer_deflate: bool = False,
     timeout: float = 10.0,
+    tls: ssl.SSLContext | None = None,
 ) -> RawWebSocket:
-    """Open a TCP connection and complete the WebSocket handshake.
+    """Open a TCP connection (over TLS with ``tls``: ``wss://``) and complete the
+    WebSocket handshake.
 
     Raises:
         HandshakeError: the server refused the upgrade.
@@ -226,9 +230,25 @@ async def connect(
             f"{host}:{port}", path, keep_payload=keep_payload, offer_deflate=offer_deflate
         )
 
-    _transport, proto = await asyncio.wait_for(loop.create_connection(factory, host, port), timeout)
+    _transport, proto = await asyncio.wait_for(
+        loop.create_connection(
+            factory, host, port, ssl=tls, server_hostname=host if tls is not None else None
+        ),
+        timeout,
+    )
     await asyncio.wait_for(proto.opened, timeout)
     return proto
+
+
+@functools.lru_cache
+def client_tls(cafile: str) -> ssl.SSLContext:
+    """A client context for ``wss://`` that trusts only ``cafile`` (the server's own
+    self-signed certificate) and checks the host name against it (its SANs hold
+    127.0.0.1): a verified connection, as a real client makes."""
+    context = ssl.create_default_context(cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 def split_url(url: str) -> tuple[str, int, str]:

@@ -23,6 +23,7 @@ import secrets as _secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from argon2 import PasswordHasher
 
@@ -61,6 +62,7 @@ async def _seed(
     with_secrets: bool,
     twofactor: bool,
     given: Sequence[str] | None,
+    password_hash: str | None,
 ) -> list[SeededUser]:
     settings = Settings.model_validate(
         {"state_dir": state_dir, "runtime_dir": runtime_dir, "admin_password": ADMIN_PASSWORD}
@@ -75,10 +77,11 @@ async def _seed(
             {"username": BENCH_ADMIN, "password_hash": cheap, "roles": ["FULL_ADMIN"]}
         )
         seeded: list[SeededUser] = []
+        user_hash = password_hash or cheap
         for i in range(1, users + 1):
             name = user_name(i)
             user_id = await repos.create(
-                {"username": name, "full_name": f"Bench user {i}", "password_hash": cheap}
+                {"username": name, "full_name": f"Bench user {i}", "password_hash": user_hash}
             )
             secret = None
             if given is not None:
@@ -103,6 +106,7 @@ def seed_state(
     with_secrets: bool = False,
     twofactor: bool = False,
     totp_secrets: Sequence[str] | None = None,
+    password_hash: str | None = None,
 ) -> list[SeededUser]:
     """Create ``base/state`` with ``admin``, ``benchadmin`` and ``users`` users.
 
@@ -114,6 +118,9 @@ def seed_state(
             secret answer OTP_REQUIRED.
         totp_secrets: The users' TOTP seeds (base32, one per user, in order) instead of
             random ones: the same users and seeds as another server (the ``peer`` section).
+        password_hash: The ordinary users' shared hash instead of the cheap one (the
+            ``storm`` section: one hash at the daemon's real parameters); ``benchadmin``
+            keeps the cheap one.
 
     Returns:
         The seeded ordinary users with their plaintext seeds.
@@ -121,5 +128,66 @@ def seed_state(
     if totp_secrets is not None and len(totp_secrets) != users:
         raise ValueError(f"{len(totp_secrets)} TOTP seeds for {users} users")
     return asyncio.run(
-        _seed(base / "state", base / "run", users, with_secrets, twofactor, totp_secrets)
+        _seed(
+            base / "state",
+            base / "run",
+            users,
+            with_secrets,
+            twofactor,
+            totp_secrets,
+            password_hash,
+        )
     )
+
+
+#: Audit rows seeded by :func:`seed_audit`: one every this many seconds, ending now.
+AUDIT_SPACING = 0.1
+#: The one seeded audit row (the middle one) of this username; the others belong to
+#: ``u000001``...``u000009``: a username filter that matches one row at every size.
+AUDIT_RARE_USER = "rare-user"
+
+
+def seed_audit(base: Path, rows: int) -> tuple[float, float]:
+    """Append ``rows`` audit entries to the seeded state in ``base`` (after
+    :func:`seed_state`), in the daemon's own row format (``AuditRepository.append``'s
+    columns and ``Middleware.audit``'s ``event_data``), in one transaction with
+    ``PRAGMA synchronous=OFF``. Timestamps are spaced :data:`AUDIT_SPACING` seconds
+    apart and end now, well inside the default retention (90 days for 10^6 rows).
+
+    Returns:
+        The first and last timestamps.
+    """
+    import json
+    import sqlite3
+    import time
+    import uuid
+
+    from middlewared_2fa.datastore.repositories import _AUDIT_SELECT
+
+    db = sqlite3.connect(base / "state" / "middlewared-2fa.db")
+    first = time.time() - rows * AUDIT_SPACING
+    data = json.dumps({"description": "Logged in", "credentials": "LOGIN_PASSWORD"})
+
+    def entries() -> Any:
+        for i in range(rows):
+            user = AUDIT_RARE_USER if i == rows // 2 else user_name(1 + i % 9)
+            yield (
+                str(uuid.uuid4()),
+                first + i * AUDIT_SPACING,
+                "AUTHENTICATION",
+                user,
+                "127.0.0.1",
+                1,
+                data,
+                None,
+            )
+
+    try:
+        db.execute("PRAGMA synchronous=OFF")
+        with db:
+            db.executemany(
+                f"INSERT INTO audit ({_AUDIT_SELECT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", entries()
+            )
+    finally:
+        db.close()
+    return first, first + (rows - 1) * AUDIT_SPACING
