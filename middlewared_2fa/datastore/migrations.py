@@ -79,4 +79,13 @@ FRAMEWORK_MIGRATIONS: tuple[Migration, ...] = (
         """,
         legacy=2,
     ),
+    # audit.query by user (the web UI's filter, TrueNAS's username filter) reads that
+    # user's entries in time order instead of the whole table (bench "growth": 115 ms at
+    # 10^6 rows before).
+    Migration(
+        3,
+        """
+        CREATE INDEX audit_username ON audit (username, timestamp);
+        """,
+    ),
 )

@@ -352,6 +352,21 @@ async def test_queries_run_in_sql_through_the_time_index(
     plan = " ".join(str(r[3]) for r in await fetch_all(f"EXPLAIN QUERY PLAN {sql}", params))
     assert "SEARCH audit USING INDEX audit_timestamp (timestamp>?)" in plan, plan
 
+    # A user's entries, newest first: the username index, in time order (no sort).
+    seen.clear()
+    mine = await query(
+        admin,
+        {
+            "query-filters": [["username", "=", "admin"]],
+            "query-options": {"order_by": ["-message_timestamp"], "limit": 5},
+        },
+    )
+    assert mine and all(e["username"] == "admin" for e in mine)
+    [(sql, params, fetched)] = [s for s in seen if "FROM audit" in s[0]]
+    assert fetched == len(mine) <= 5
+    plan = " ".join(str(r[3]) for r in await fetch_all(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert "USING INDEX audit_username (username=?)" in plan and "TEMP B-TREE" not in plan, plan
+
     # A value that looks like SQL is only ever a value.
     injected = await query(admin, {"query-filters": [["username", "=", "x' OR '1'='1"]]})
     assert injected == []

@@ -58,6 +58,7 @@ PRAGMA user_version = 2;
 SHIPPED_OWNERS = {
     ("middlewared", 1),
     ("middlewared", 2),
+    ("middlewared", 3),
     ("auth", 1),
     ("auth.twofactor", 1),
     ("system.ntpserver", 1),
