@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import Pages, Screenshots
 from tests.e2e.test_web_ui import (
@@ -21,9 +22,6 @@ from tests.e2e.test_web_ui import (
     two_factor_screen,
 )
 from tests.helpers.daemon import ADMIN_PASSWORD, SubprocessDaemon, short_tempdir
-
-pytest.importorskip("playwright")
-from playwright.sync_api import Page, expect  # noqa: E402
 
 PHONE = {"width": 390, "height": 844}
 

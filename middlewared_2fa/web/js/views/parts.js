@@ -7,24 +7,12 @@ import { RpcError } from '../rpc.js';
 import { clockSummary, clockTime, groupSecret, parseProvisioningUri } from '../format.js';
 
 /**
- * The "Server Clock" card (system.time_sync.status, API.md §6). TOTP codes depend on
- * the server's clock, so every 2FA screen shows it. Returns {el, update()}.
+ * "Check Now": asks the daemon to check its clock against NTP now
+ * (system.time_sync.check through app.loadTimeSync); disabled while the check runs, a
+ * failure shown as a message. Used by the clock card and System > Time.
  */
-export function clockCard(app) {
-  const titleId = uid('clock-title');
-  const badge = h('span', { class: 'badge' });
-  const text = h('p', { class: 'clock-text' });
-  const meta = h('p', { class: 'muted clock-meta' });
+export function checkNowButton(app) {
   const checkButton = h('button', { type: 'button', class: 'button button-secondary', text: 'Check Now' });
-  const actions = h('div', { class: 'card-actions' }, checkButton);
-  const el = h(
-    'section',
-    { class: 'card clock-card', 'aria-labelledby': titleId },
-    h('div', { class: 'card-header' }, h('h2', { class: 'card-title', id: titleId, text: 'Server Clock' }), badge),
-    text,
-    meta,
-    actions,
-  );
   checkButton.addEventListener('click', async () => {
     checkButton.disabled = true;
     checkButton.textContent = 'Checking…';
@@ -37,6 +25,28 @@ export function clockCard(app) {
       checkButton.textContent = 'Check Now';
     }
   });
+  return checkButton;
+}
+
+/**
+ * The "Server Clock" card (system.time_sync.status, API.md §6). TOTP codes depend on
+ * the server's clock, so every 2FA screen shows it. Returns {el, update()}.
+ */
+export function clockCard(app) {
+  const titleId = uid('clock-title');
+  const badge = h('span', { class: 'badge' });
+  const text = h('p', { class: 'clock-text' });
+  const meta = h('p', { class: 'muted clock-meta' });
+  const checkButton = checkNowButton(app);
+  const actions = h('div', { class: 'card-actions' }, checkButton);
+  const el = h(
+    'section',
+    { class: 'card clock-card', 'aria-labelledby': titleId },
+    h('div', { class: 'card-header' }, h('h2', { class: 'card-title', id: titleId, text: 'Server Clock' }), badge),
+    text,
+    meta,
+    actions,
+  );
 
   function update() {
     actions.hidden = !app.canWriteSecurity;

@@ -14,6 +14,7 @@ import { describeError, fieldPath, sentence } from '../errors.js';
 import { formField } from '../form.js';
 import { clockSummary, offsetWords } from '../format.js';
 import { RpcError } from '../rpc.js';
+import { checkNowButton } from './parts.js';
 import { stackedTable } from './table.js';
 
 const DEFAULTS = { address: '', port: 123, iburst: true, prefer: false, minpoll: 6, maxpoll: 10 };
@@ -53,7 +54,7 @@ export function timeView(app) {
   const summary = h('p', { class: 'clock-text', role: 'status' });
   const facts = h('dl', { class: 'facts' });
   const answers = h('div', { class: 'table-wrap clock-answers' });
-  const checkButton = h('button', { type: 'button', class: 'button button-secondary', text: 'Check Now' });
+  const checkButton = checkNowButton(app);
   const checkActions = h('div', { class: 'card-actions' }, checkButton);
   const addButton = h('button', { type: 'button', class: 'button button-primary', text: 'Add NTP Server' });
   const serversHeading = h('h2', { class: 'card-title', id: serversTitleId, tabindex: '-1', text: 'NTP Servers' });
@@ -91,18 +92,6 @@ export function timeView(app) {
   let loading = null;
   let destroyed = false;
 
-  checkButton.addEventListener('click', async () => {
-    checkButton.disabled = true;
-    checkButton.textContent = 'Checking…';
-    try {
-      await app.loadTimeSync({ check: true });
-    } catch (err) {
-      app.toast(describeError(err), 'bad');
-    } finally {
-      checkButton.disabled = false;
-      checkButton.textContent = 'Check Now';
-    }
-  });
   addButton.addEventListener('click', () => edit(null, addButton));
 
   async function loadServers() {

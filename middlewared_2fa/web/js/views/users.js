@@ -638,7 +638,8 @@ export function usersView(app) {
           class: 'muted',
           text:
             'When two-factor authentication is enabled globally, they are asked to set up a new ' +
-            'secret at their next login. Their passkeys and recovery codes are not removed.',
+            'secret at their next login. Their recovery codes stop working too (a user without a ' +
+            'second factor keeps none).',
         }),
       ],
       actions: [
