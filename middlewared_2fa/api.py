@@ -265,6 +265,24 @@ class Verifier:
     order: int = 0
 
 
+@dataclass(slots=True, frozen=True)
+class SecondFactor:
+    """A kind of second factor a plugin stores for users besides the TOTP secret
+    (passkeys, API.md §12). "A second factor configured" (``twofactor_auth_configured``,
+    the ``2FA`` account attribute, ``setup_required``, whether the OTP step applies) is a
+    TOTP secret or any registered kind.
+
+    Attributes:
+        name: For logs and docs (``WEBAUTHN``).
+        method: Name of the service's *synchronous* method ``(user_id: int) -> bool``:
+            whether the user has one. It is asked for every row of a ``user.query``, so
+            it answers from memory (the plugin keeps it in step with its table).
+    """
+
+    name: str
+    method: str
+
+
 class Service:
     """Base of every plugin service.
 
@@ -288,6 +306,8 @@ class Service:
     - ``mechanisms``: :class:`Mechanism` entries for ``auth.login_ex``.
     - ``verifiers``: :class:`Verifier` entries: credentials a login step accepts besides
       its own (recovery codes in the OTP step, one-time passwords in the password step).
+    - ``second_factors``: :class:`SecondFactor` entries: kinds of second factor besides
+      the TOTP secret (passkeys).
     """
 
     class Config:
@@ -301,6 +321,7 @@ class Service:
         publishes: tuple[str, ...] = ()
         mechanisms: tuple[Mechanism, ...] = ()
         verifiers: tuple[Verifier, ...] = ()
+        second_factors: tuple[SecondFactor, ...] = ()
 
     def __init__(self, middleware: Middleware) -> None:
         self.middleware = middleware

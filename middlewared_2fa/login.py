@@ -70,6 +70,36 @@ class MechanismError(ValueError):
     """A mechanism is declared wrongly or twice."""
 
 
+class SecondFactors:
+    """The kinds of second factor besides the TOTP secret (``Service.Config.second_factors``,
+    API.md §12): "a second factor configured" is a TOTP secret or one of them."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, Callable[[int], bool]] = {}
+
+    def register(self, name: str, has: Callable[[int], bool]) -> None:
+        """Add kind ``name``; ``has(user_id)`` answers from memory.
+
+        Raises:
+            MechanismError: ``name`` is registered already (or is ``TOTP``).
+        """
+        if name in self._kinds or name == "TOTP":
+            raise MechanismError(f"second factor {name} is declared twice")
+        self._kinds[name] = has
+
+    def configured(self, row: Any) -> bool:
+        """Whether the user of ``row`` (a ``UserRow``) has a second factor configured: a
+        TOTP secret or any registered kind."""
+        if row.totp_secret is not None:
+            return True
+        return any(has(row.id) for has in self._kinds.values())
+
+    def kinds_of(self, row: Any) -> list[str]:
+        """The kinds the user of ``row`` has: ``TOTP`` first, then registered ones."""
+        kinds = ["TOTP"] if row.totp_secret is not None else []
+        return kinds + [name for name, has in self._kinds.items() if has(row.id)]
+
+
 @dataclass(slots=True, frozen=True)
 class Registered:
     """A mechanism in the registry."""
@@ -139,12 +169,16 @@ class MechanismRegistry:
         """The mechanism ``name``, or None."""
         return self._by_name.get(name)
 
-    def parse(self, login_data: dict[str, Any], root: str) -> tuple[Registered, BaseModel]:
+    def parse(
+        self, login_data: dict[str, Any], root: str, *, continuing: bool = False
+    ) -> tuple[Registered, BaseModel]:
         """Validate ``login_data`` with the model of its ``mechanism``.
 
         Args:
             login_data: The parameter as sent (an object).
             root: The parameter's name in error paths (``login_data``).
+            continuing: Only mechanisms that continue a login (``OTP_TOKEN``,
+                ``WEBAUTHN``: ``auth.login_ex_continue``).
 
         Raises:
             ValidationErrors: an unknown or missing mechanism (on ``<root>.mechanism``,
@@ -154,10 +188,11 @@ class MechanismRegistry:
         from middlewared_2fa.validation import validation_errors  # the dispatcher's paths
 
         name = login_data.get("mechanism")
-        found = self._by_name.get(name) if isinstance(name, str) else None
+        candidates = {n: m for n, m in self._by_name.items() if not (continuing and m.starts_login)}
+        found = candidates.get(name) if isinstance(name, str) else None
         if found is None:
             errors = ValidationErrors()
-            known = ", ".join(repr(n) for n in self._by_name)
+            known = ", ".join(repr(n) for n in candidates)
             if "mechanism" not in login_data:
                 errors.add(f"{root}.mechanism", "Field required")
             else:

@@ -22,6 +22,7 @@ from middlewared_2fa.api import (
     Migration,
     RegisteredMethod,
     Role,
+    SecondFactor,
     Service,
     Verifier,
     collect_methods,
@@ -36,7 +37,7 @@ from middlewared_2fa.errors import StartupError
 from middlewared_2fa.events import EventHub
 from middlewared_2fa.hashing import HashingPool
 from middlewared_2fa.hooks import Hooks
-from middlewared_2fa.login import MechanismError, MechanismRegistry
+from middlewared_2fa.login import MechanismError, MechanismRegistry, SecondFactors
 from middlewared_2fa.plugins import default_plugins_dir, discover
 from middlewared_2fa.roles import ROLES, RoleError
 from middlewared_2fa.session import Session, SessionRegistry
@@ -64,6 +65,7 @@ def _config(cls: type[Service]) -> _PluginConfig:
         publishes=tuple(getattr(raw, "publishes", base.publishes)),
         mechanisms=tuple(getattr(raw, "mechanisms", base.mechanisms)),
         verifiers=tuple(getattr(raw, "verifiers", base.verifiers)),
+        second_factors=tuple(getattr(raw, "second_factors", base.second_factors)),
     )
 
 
@@ -78,6 +80,7 @@ class _PluginConfig:
     publishes: tuple[str, ...]
     mechanisms: tuple[Mechanism, ...]
     verifiers: tuple[Verifier, ...]
+    second_factors: tuple[SecondFactor, ...]
 
 
 def _register_roles(cls: type[Service], config: _PluginConfig) -> None:
@@ -102,6 +105,20 @@ def _bound(service: Service, name: str, what: str) -> Callable[..., Awaitable[An
             f"{type(service).__name__}: {what} method {name!r} is not a coroutine method"
         )
     bound: Callable[..., Awaitable[Any]] = func
+    return bound
+
+
+def _bound_sync(service: Service, name: str) -> Callable[[int], bool]:
+    func = getattr(service, name, None)
+    if func is None or not callable(func):
+        raise StartupError(
+            f"{type(service).__name__}: second-factor method {name!r} does not exist"
+        )
+    if inspect.iscoroutinefunction(func):
+        raise StartupError(
+            f"{type(service).__name__}: second-factor method {name!r} must be synchronous"
+        )
+    bound: Callable[[int], bool] = func
     return bound
 
 
@@ -169,6 +186,13 @@ class Middleware:
         self.hooks = Hooks()
         #: Login mechanisms of ``auth.login_ex`` that plugins declare (API.md §3).
         self.mechanisms = MechanismRegistry()
+        #: Kinds of second factor besides the TOTP secret (passkeys, API.md §12).
+        self.factors = SecondFactors()
+        #: The TCP listener's port once it listens (None before; ``--port 0`` picks one).
+        self.listen_port: int | None = None
+        #: Browser origins plugins allow besides ``allowed_origins`` (the §1 Origin
+        #: check): WebAuthn origins (API.md §12). Providers are called per handshake.
+        self.origin_providers: list[Callable[[], set[str]]] = []
         self._plugin_settings: dict[type[BaseModel], BaseModel] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -231,6 +255,11 @@ class Middleware:
                         _bound(service, mechanism.method, "mechanism"),
                         starts_login=mechanism.starts_login,
                     )
+                except MechanismError as exc:
+                    raise StartupError(f"{cls.__name__}: {exc}") from None
+            for factor in config.second_factors:
+                try:
+                    self.factors.register(factor.name, _bound_sync(service, factor.method))
                 except MechanismError as exc:
                     raise StartupError(f"{cls.__name__}: {exc}") from None
             for verifier in config.verifiers:

@@ -124,13 +124,15 @@ class PendingStep:
 
     ``generation`` is the account's credential generation at the first step: a change of
     the account's credentials drops the step (API.md §9). ``expires`` is the Unix time
-    after which the step is gone.
+    after which the step is gone. ``factors`` holds second-factor plugins' state of this
+    very step (the WebAuthn challenge it was offered, API.md §12), by plugin name.
     """
 
     user_id: int
     username: str
     generation: int
     expires: float
+    factors: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

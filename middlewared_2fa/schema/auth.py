@@ -69,7 +69,9 @@ class TwoFactorUserState(Out):
     interval: int = Field(description="TOTP time step in seconds (30 or 60)")
     otp_digits: int = Field(description="code length (6..8)")
     global_enabled: bool = Field(description="auth.twofactor.config enabled")
-    setup_required: bool = Field(description="global 2FA enabled and no secret")
+    setup_required: bool = Field(
+        description="global 2FA enabled and no second factor (secret or passkey)"
+    )
 
 
 #: Credential types of a session (API.md §9): the session registry's own list.
@@ -81,7 +83,9 @@ class AuthMeEntry(Out):
     pw_name: str
     full_name: str
     roles: list[str]
-    account_attributes: list[str] = Field(description='"LOCAL", and "2FA" with a secret')
+    account_attributes: list[str] = Field(
+        description='"LOCAL", and "2FA" with a second factor (secret or passkey)'
+    )
     credentials: CredentialsName
     two_factor_config: TwoFactorUserState
 
@@ -100,6 +104,17 @@ class LoginSuccess(Out):
 class LoginOtpRequired(Out):
     response_type: Literal["OTP_REQUIRED"]
     username: str
+
+
+class LoginOtpRequiredWebauthn(Out):
+    """OTP_REQUIRED for a user with passkeys (API.md §12, ext)."""
+
+    response_type: Literal["OTP_REQUIRED"]
+    username: str
+    webauthn: dict[str, Any] = Field(
+        description="{options}: PublicKeyCredentialRequestOptions in the WebAuthn JSON "
+        "form, with a single-use challenge bound to this pending step"
+    )
 
 
 class LoginAuthErr(Out):
@@ -121,7 +136,14 @@ class LoginScramResponse(Out):
     user_info: AuthMeEntry | None = None
 
 
-LoginResponse = LoginSuccess | LoginOtpRequired | LoginAuthErr | LoginExpired | LoginScramResponse
+LoginResponse = (
+    LoginSuccess
+    | LoginOtpRequired
+    | LoginOtpRequiredWebauthn
+    | LoginAuthErr
+    | LoginExpired
+    | LoginScramResponse
+)
 
 
 class AuthLoginExArgs(Model):
@@ -132,8 +154,23 @@ class AuthLoginExResult(Out):
     result: LoginResponse
 
 
+#: ``login_data`` of ``auth.login_ex_continue``: a mechanism that continues a login
+#: (``OTP_TOKEN``, or one a plugin adds: ``WEBAUTHN``, API.md §12).
+ContinueData = Annotated[
+    dict[str, Any],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "required": ["mechanism"],
+            "properties": {"mechanism": {"type": "string"}},
+            "description": "OTP_TOKEN {otp_token} (API.md §3), or WEBAUTHN {credential} (§12)",
+        }
+    ),
+]
+
+
 class AuthLoginExContinueArgs(Model):
-    login_data: OtpToken
+    login_data: ContinueData
 
 
 class AuthLoginExContinueResult(Out):

@@ -25,7 +25,9 @@ class UserEntry(Out):
     roles: list[str]
     locked: bool
     ssh_password_enabled: bool
-    twofactor_auth_configured: bool = Field(description="the user has a TOTP secret")
+    twofactor_auth_configured: bool = Field(
+        description="the user has a second factor: a TOTP secret or a passkey (API.md §12)"
+    )
     builtin: bool
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +66,7 @@ from middlewared_2fa.session import (
 )
 
 from ..alert import AlertService
-from ..auth_twofactor import TwoFactorService, refusal_of
+from ..auth_twofactor import CodeCheck, TwoFactorService, refusal_of
 from ..auth_twofactor.repository import TwoFactorConfigRow
 from .throttle import MIGRATIONS, AccountThrottle, Attempt, AuthSettings
 
@@ -118,7 +119,7 @@ class AuthService(Service):
             Hook("auth.twofactor.post_update", "_twofactor_updated"),
         )
         # It also runs user.post_change when it locks an account (the user plugin's point).
-        publishes = ("auth.clock_hint",)
+        publishes = ("auth.clock_hint", "auth.otp_required")
         mechanisms = (
             Mechanism("PASSWORD_PLAIN", PasswordPlain, "_password"),
             Mechanism("OTP_TOKEN", OtpToken, "_otp", starts_login=False),
@@ -177,12 +178,19 @@ class AuthService(Service):
     @api_method(
         AuthLoginExContinueArgs, AuthLoginExContinueResult, auth="none", rate_limit="always"
     )
-    async def login_ex_continue(self, ctx: CallContext, login_data: OtpToken) -> dict[str, Any]:
-        """The OTP step after OTP_REQUIRED: ``{mechanism: "OTP_TOKEN", otp_token}``.
+    async def login_ex_continue(
+        self, ctx: CallContext, login_data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The step after OTP_REQUIRED: ``{mechanism: "OTP_TOKEN", otp_token}``, or a
+        mechanism a plugin adds that continues a login (``WEBAUTHN {credential}``,
+        API.md §12). Another mechanism: -32602 on ``login_data.mechanism``.
 
         Same answers and errors as :meth:`login_ex` with OTP_TOKEN.
         """
-        return await self._otp(ctx, login_data)
+        mechanism, data = self.middleware.mechanisms.parse(
+            login_data, "login_data", continuing=True
+        )
+        return await mechanism.handler(ctx, data)
 
     @api_method(AuthLoginArgs, BoolResult, auth="none", rate_limit="always")
     async def login(
@@ -372,15 +380,16 @@ class AuthService(Service):
                 options=data.login_options,
             )
         config = await self._twofactor.get_config()
-        if config.enabled and user.totp_secret is not None:
+        if config.enabled and self.middleware.factors.configured(user):
             # A right password that leads to the OTP step neither counts nor resets.
             self.throttle.refund(attempt)
-            session.pending = PendingOtp(
+            pending = PendingOtp(
                 user.id,
                 user.username,
                 user.generation,
                 self.middleware.clock.time() + PENDING_OTP_TTL,
             )
+            session.pending = pending
             await self.middleware.audit(
                 "AUTHENTICATION",
                 session,
@@ -388,7 +397,7 @@ class AuthService(Service):
                 username=user.username,
                 description="password accepted; OTP required",
             )
-            return {"response_type": "OTP_REQUIRED", "username": data.username}
+            return await self._otp_required(ctx, user, pending, data.username)
         return await self._establish(
             ctx,
             user,
@@ -399,14 +408,74 @@ class AuthService(Service):
         )
 
     async def _otp(self, ctx: CallContext, data: OtpToken) -> dict[str, Any]:
+        """``OTP_TOKEN``: a TOTP code of the user, or a credential a verifier of the step
+        accepts in ``otp_token`` (a recovery code, API.md §10)."""
+        session = ctx.session
+
+        async def check(
+            user: UserRow, pending: PendingOtp, current: Callable[[], bool]
+        ) -> tuple[StepProof | None, str]:
+            if user.totp_secret is not None:
+                checked = await self._twofactor.check_code(user, data.otp_token)
+            else:  # a passkey-only user: a recovery code may still come (API.md §12)
+                checked = CodeCheck(False, "no TOTP secret")
+            session.code_refusal = refusal_of(checked)
+            if checked.ok:
+                return PASSWORD_AND_TOTP, "ok"
+            proof: StepProof | None = None
+            if current():
+                # A recovery code typed as the code (API.md §10).
+                proof = await self._ask_verifiers(ctx, "OTP_TOKEN", user, data.otp_token)
+            if proof is not None:
+                session.code_refusal = None  # a recovery code, accepted
+                return proof, "ok"
+            description = f"wrong OTP ({checked.reason})"
+            hint = await self._clock_hint()
+            return None, f"{description}; {hint}" if hint else description
+
+        return await self.second_step(ctx, data.login_options, check)
+
+    async def second_step(
+        self,
+        ctx: CallContext,
+        options: Any,
+        check: Callable[
+            [UserRow, PendingOtp, Callable[[], bool]], Awaitable[tuple[StepProof | None, str]]
+        ],
+        *,
+        mechanism: str = "OTP_TOKEN",
+    ) -> dict[str, Any]:
+        """The frame of every mechanism that continues a login after OTP_REQUIRED
+        (``OTP_TOKEN``; a plugin's ``WEBAUTHN``, API.md §12): the pending step and its
+        expiry, the retry budget (3 wrong answers answer OTP_REQUIRED, the 4th AUTH_ERR),
+        account throttling (NIST SP 800-63B §5.2.2), the re-check of the account and
+        :meth:`_establish`.
+
+        Args:
+            options: The mechanism's ``login_options``.
+            mechanism: Its name, for the EINVAL message.
+            check: ``(user, pending, current) -> (proof or None, audit description of
+                a failure)``; ``current()`` tells whether the step is still this
+                session's (a credential that is used up when right is only tried then).
+                It must not raise for bad input: an exception other than CallError
+                (EBUSY: nothing was checked) counts as a wrong answer.
+
+        Returns:
+            The login_ex answer. OTP_REQUIRED answers carry what subscribers of the hook
+            ``auth.otp_required`` add (a fresh WebAuthn challenge).
+
+        Raises:
+            CallError: EINVAL without a pending step (none, expired, or the account
+                changed since the password step); EBUSY in a cool-down.
+        """
         session = ctx.session
         pending = session.pending if isinstance(session.pending, PendingOtp) else None
         if pending is not None and pending.expires <= self.middleware.clock.time():
             session.pending = pending = None
         if pending is None:
-            raise CallError("OTP_TOKEN: no authentication in progress", EINVAL)
+            raise CallError(f"{mechanism}: no authentication in progress", EINVAL)
         attempt = self.throttle.begin(pending.user_id)  # EBUSY in a cool-down; step kept
-        # Spend this code's retry before the first await, for the same reason.
+        # Spend this answer's retry before the first await, for the same reason.
         pending.retries -= 1
         last_try = pending.retries < 0
         if last_try:
@@ -415,27 +484,28 @@ class AuthService(Service):
         if (
             user is None
             or user.locked
-            or user.totp_secret is None
+            or not self.middleware.factors.configured(user)
             or user.generation != pending.generation
         ):
             # The account changed since the password step: the step is void (API.md §3).
             self.throttle.refund(attempt)
             if session.pending is pending:
                 session.pending = None
-            raise CallError("OTP_TOKEN: no authentication in progress", EINVAL)
-        check = await self._twofactor.check_code(user, data.otp_token)
-        session.code_refusal = refusal_of(check)
-        proof: StepProof | None = PASSWORD_AND_TOTP if check.ok else None
-        if proof is None and (session.pending is pending or last_try):
-            # A recovery code typed as the code (API.md §10).
-            try:
-                proof = await self._ask_verifiers(ctx, "OTP_TOKEN", user, data.otp_token)
-            except BaseException:
-                self.throttle.refund(attempt)
-                raise
-        if proof is not None:
-            session.code_refusal = None  # a recovery code, accepted
-        if proof is not None and (session.pending is pending or last_try):
+            raise CallError(f"{mechanism}: no authentication in progress", EINVAL)
+
+        def current() -> bool:
+            return session.pending is pending or last_try
+
+        try:
+            proof, description = await check(user, pending, current)
+        except CallError:
+            self.throttle.refund(attempt)  # the hashing queue was full: nothing checked
+            raise
+        except Exception:
+            # A bug must not answer differently from a wrong answer: it proves nothing.
+            logger.exception("the second step of user id %s failed", user.id)
+            proof, description = None, "wrong second factor (internal error)"
+        if proof is not None and current():
             session.pending = None
             return await self._establish(
                 ctx,
@@ -443,16 +513,12 @@ class AuthService(Service):
                 attempt,
                 proof=proof,
                 generation=pending.generation,
-                options=data.login_options,
+                options=options,
             )
         if proof is not None:  # a new password step abandoned this one meanwhile
             self.throttle.refund(attempt)
             await self._fail_quietly(ctx, user.username, "OTP step abandoned before it finished")
             return {"response_type": "AUTH_ERR"}
-        description = f"wrong OTP ({check.reason})"
-        hint = await self._clock_hint()
-        if hint:
-            description += f"; {hint}"
         if last_try or session.pending is not pending:
             if session.pending is pending:
                 session.pending = None
@@ -461,7 +527,20 @@ class AuthService(Service):
             )
             return {"response_type": "AUTH_ERR"}
         await self._failed(ctx, attempt, user, user.username, description)
-        return {"response_type": "OTP_REQUIRED", "username": pending.username}
+        return await self._otp_required(ctx, user, pending, pending.username)
+
+    async def _otp_required(
+        self, ctx: CallContext, user: UserRow, pending: PendingOtp, username: str
+    ) -> dict[str, Any]:
+        """The OTP_REQUIRED answer for ``pending``; subscribers of ``auth.otp_required``
+        ``(ctx, user, pending) -> dict | None`` add keys (``webauthn``, API.md §12)."""
+        answer: dict[str, Any] = {"response_type": "OTP_REQUIRED", "username": username}
+        parts: list[dict[str, Any]] = await self.middleware.hooks.collect(
+            "auth.otp_required", ctx, user, pending
+        )
+        for part in parts:
+            answer.update(part)
+        return answer
 
     async def _token(self, ctx: CallContext, data: TokenPlain) -> dict[str, Any]:
         registry = self.middleware.sessions
@@ -520,7 +599,7 @@ class AuthService(Service):
     async def _second_factor_applies(self, user: UserRow) -> bool:
         """Global 2FA is on and the user has a second factor, or ``enforce`` is on."""
         config = await self._twofactor.get_config()
-        return bool(config.enabled and (user.totp_secret is not None or config.enforce))
+        return bool(config.enabled and (self.middleware.factors.configured(user) or config.enforce))
 
     async def _ask_verifiers(
         self, ctx: CallContext, step: str, user: UserRow, value: str
@@ -788,7 +867,7 @@ class AuthService(Service):
             if identity.user_id is not None
             else None
         )
-        configured = bool(user and user.totp_secret)
+        configured = user is not None and self.middleware.factors.configured(user)
         attributes = ["LOCAL", "2FA"] if configured else ["LOCAL"]
         attributes += [a for a in identity.attributes if a not in attributes]
         if identity.setup_only:
@@ -801,7 +880,7 @@ class AuthService(Service):
             "account_attributes": attributes,
             "credentials": identity.credentials,
             "two_factor_config": {
-                "secret_configured": configured,
+                "secret_configured": bool(user and user.totp_secret),
                 "interval": user.totp_interval if user else 30,
                 "otp_digits": user.totp_digits if user else 6,
                 "global_enabled": config.enabled,

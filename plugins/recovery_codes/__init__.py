@@ -112,6 +112,7 @@ class RecoveryCodesService(Service):
         hooks = (
             Hook("user.twofactor_config", "_config_part"),
             Hook("user.post_change", "_user_changed"),
+            Hook("user.second_factors_changed", "_factors_changed"),
         )
         verifiers = (Verifier("OTP_TOKEN", "RECOVERY_CODE", "_verify"),)
 
@@ -143,10 +144,10 @@ class RecoveryCodesService(Service):
         users = self.middleware.service(UserService)
         for _ in range(GUARDED_ATTEMPTS):
             row = await users.second_factor_target(ctx, username)
-            if row.totp_secret is None:
+            if not self.middleware.factors.configured(row):
                 raise CallError(
                     f"{username[:64]!r} has no second factor configured; set up a TOTP "
-                    "secret first",
+                    "secret or a passkey first",
                     EINVAL,
                 )
             if ctx.identity.setup_only:
@@ -212,9 +213,16 @@ class RecoveryCodesService(Service):
         """Hook ``user.post_change``: a user left without a second factor loses the set
         (codes of a factor that is gone must not revive with a later one)."""
         if new is not None and new.totp_secret is None and (old is None or old.totp_secret):
-            await self.middleware.db.write(
-                "DELETE FROM recovery_code_sets WHERE user_id = ?", (new.id,)
-            )
+            await self._factors_changed(ctx, new)
+
+    async def _factors_changed(self, ctx: CallContext, row: UserRow) -> None:
+        """Hook ``user.second_factors_changed`` (a passkey deleted, API.md §12), and the
+        secret unset: once the user has no second factor left, the set goes."""
+        if self.middleware.factors.configured(row):
+            return
+        await self.middleware.db.write(
+            "DELETE FROM recovery_code_sets WHERE user_id = ?", (row.id,)
+        )
 
     async def _verify(self, ctx: CallContext, user: UserRow, value: str) -> StepProof | None:
         """Verifier of ``OTP_TOKEN``: an unused recovery code of ``user`` is used up and

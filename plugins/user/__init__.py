@@ -68,8 +68,10 @@ class UserService(UserCrud, UserTwoFactor, UserEnrolment, Service):
         events = self.middleware.events
         if new is None:
             if old is not None:
-                events.emit("user.query", "removed", old.id, user_entry(old))
+                events.emit(
+                    "user.query", "removed", old.id, user_entry(old, self.middleware.factors)
+                )
         elif old is None:
-            events.emit("user.query", "added", new.id, user_entry(new))
+            events.emit("user.query", "added", new.id, user_entry(new, self.middleware.factors))
         else:
-            events.emit("user.query", "changed", new.id, user_entry(new))
+            events.emit("user.query", "changed", new.id, user_entry(new, self.middleware.factors))

@@ -30,6 +30,7 @@ from middlewared_2fa.errors import (
 )
 from middlewared_2fa.filters import filter_list
 from middlewared_2fa.log import redact
+from middlewared_2fa.login import SecondFactors
 from middlewared_2fa.roles import has_any, holds_all
 from middlewared_2fa.schema.common import BoolResult, QueryOptions
 from middlewared_2fa.schema.user import (
@@ -60,15 +61,25 @@ GUARDED_ATTEMPTS = 5
 _ENTRIES = TypeAdapter(list[UserEntry])
 
 
-def user_entry(row: UserRow) -> dict[str, Any]:
-    """The UserEntry of ``row`` as a dict (never the password hash or the secret)."""
-    return UserEntry.model_validate(row, from_attributes=True).model_dump()
+def user_entry(row: UserRow, factors: SecondFactors | None = None) -> dict[str, Any]:
+    """The UserEntry of ``row`` as a dict (never the password hash or the secret).
+    ``factors``: the daemon's kinds of second factor besides TOTP (passkeys), for
+    ``twofactor_auth_configured``; None counts the TOTP secret only."""
+    entry = UserEntry.model_validate(row, from_attributes=True).model_dump()
+    if factors is not None:
+        entry["twofactor_auth_configured"] = factors.configured(row)
+    return entry
 
 
-def user_entries(rows: list[UserRow]) -> list[UserEntry]:
+def user_entries(rows: list[UserRow], factors: SecondFactors | None = None) -> list[UserEntry]:
     """The UserEntry of each row, validated from its attributes; returned as models, the
-    dispatcher takes them without validating them again."""
-    return _ENTRIES.validate_python(rows, from_attributes=True)
+    dispatcher takes them without validating them again. ``factors`` as :func:`user_entry`."""
+    entries = _ENTRIES.validate_python(rows, from_attributes=True)
+    if factors is not None:
+        for entry, row in zip(entries, rows, strict=True):
+            if not entry.twofactor_auth_configured and factors.configured(row):
+                entry.twofactor_auth_configured = True
+    return entries
 
 
 def caller_of(ctx: CallContext) -> tuple[int, int] | None:
@@ -165,7 +176,7 @@ class UserCrud:
         identity = ctx.identity
         if not has_any(identity.granted, ["ACCOUNT_READ"]):
             rows = [r for r in rows if r.id == identity.user_id]
-        return filter_list(user_entries(rows), filters, options, vars)
+        return filter_list(user_entries(rows, self.middleware.factors), filters, options, vars)
 
     async def _candidates(self, filters: list[list[Any]]) -> list[UserRow]:
         """Rows that can match ``filters``: one key lookup for an ``id`` or ``username``
@@ -227,7 +238,7 @@ class UserCrud:
         row = await repos.users.get(user_id)
         assert row is not None
         await run_post_change(ctx, None, row)
-        return user_entry(row)
+        return user_entry(row, self.middleware.factors)
 
     @api_method(UserUpdateArgs, UserEntryResult, roles=[], audit=True, setup=True)
     async def update(self, ctx: CallContext, id: int, user_update: UserUpdate) -> dict[str, Any]:
@@ -277,7 +288,7 @@ class UserCrud:
                     errors,
                     "user_update.ssh_password_enabled",
                     changes["ssh_password_enabled"],
-                    row.totp_secret is not None,
+                    row.totp_secret is not None,  # pam_oath needs a TOTP secret (§8)
                 )
             errors.check()
             fields = dict(changes)
@@ -322,7 +333,7 @@ class UserCrud:
             # account that only cools down (the administrator's way to end a cool-down).
             await self.middleware.hooks.run("user.unlocked", ctx, new)
         await run_post_change(ctx, row, new)
-        return user_entry(new)
+        return user_entry(new, self.middleware.factors)
 
     @api_method(UserDeleteArgs, BoolResult, roles=["ACCOUNT_WRITE"], audit=True)
     async def delete(self, ctx: CallContext, id: int) -> bool:

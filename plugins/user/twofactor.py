@@ -108,6 +108,22 @@ class UserTwoFactor:
         await self._require_second_factor_session(ctx)
         return row
 
+    async def second_factors_changed(self, ctx: CallContext, old: UserRow) -> UserRow:
+        """For plugins that add second factors (passkeys): after their guarded write
+        bumped ``old``'s generation, run ``user.post_change`` (the ``user.query`` event:
+        ``twofactor_auth_configured`` may have changed) and return the new row.
+
+        Raises:
+            CallError: ENOENT when the user is gone meanwhile.
+        """
+        return await self._changed(ctx, old, old.id)
+
+    def upgrade_session(self, ctx: CallContext, row: UserRow) -> None:
+        """The caller just proved a second factor of its own account ``row`` (a first
+        passkey registered, API.md §4): its session becomes ``LOGIN_TWOFACTOR`` /
+        ``LEVEL_2``, no longer setup-only (API-key and token sessions stay as they are)."""
+        self._upgrade(ctx, row)
+
     async def _require_second_factor_session(self, ctx: CallContext) -> None:
         """A session reads or changes second factors only when it satisfies its own
         user's 2FA: LEVEL_2, the Unix socket, 2FA not applying to the caller (global 2FA
@@ -129,7 +145,7 @@ class UserTwoFactor:
         if not config.enabled:
             return
         me = await self.middleware.repos.users.get(identity.user_id)
-        if me is None or me.totp_secret is None:
+        if me is None or not self.middleware.factors.configured(me):
             return
         if ctx.session.enrolled_generation == me.generation:
             return
@@ -244,7 +260,10 @@ class UserTwoFactor:
             return sealed, interval, digits, {}
 
         new = await self._set_secret(ctx, username, write_role=None, make=make)
-        return {**user_entry(new), "twofactor_config": await self._twofactor_config(new)}
+        return {
+            **user_entry(new, self.middleware.factors),
+            "twofactor_config": await self._twofactor_config(new),
+        }
 
     @api_method(UserUnset2faSecretArgs, NullResult, roles=[], audit=True)
     async def unset_2fa_secret(self, ctx: CallContext, username: str) -> None:
