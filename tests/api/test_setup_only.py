@@ -34,6 +34,8 @@ SETUP_CALLS = {
     "user.twofactor_confirm",
     "user.twofactor_qr",
     "user.twofactor_recovery_codes",
+    "user.webauthn_register_begin",
+    "user.webauthn_register_finish",
     "user.update",
     "auth.login_ex",
     "auth.login_ex_continue",
@@ -215,6 +217,8 @@ def sample_params(method: str, own_id: int) -> list[Any]:
         "user.twofactor_qr": ["lost", {"pending": True}],
         "user.twofactor_confirm": ["lost", "000000"],
         "user.twofactor_recovery_codes": ["lost"],
+        "user.webauthn_register_begin": ["lost", {"name": "laptop"}],
+        "user.webauthn_register_finish": ["lost", {}],
         "core.subscribe": ["user.query"],
         "core.unsubscribe": ["nothing"],
         "core.set_options": [{}],
@@ -258,6 +262,8 @@ async def test_a_setup_only_session_may_call_exactly_the_setup_calls(
         ("user.twofactor_enroll", ["admin"]),
         ("user.twofactor_qr", ["admin", {"pending": True}]),
         ("user.twofactor_recovery_codes", ["admin"]),
+        ("user.webauthn_register_begin", ["admin", {"name": "x"}]),
+        ("user.webauthn_register_finish", ["admin", {}]),
     ]:
         with pytest.raises(ClientError) as err:
             await c.call(method, *params)

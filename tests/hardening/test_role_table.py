@@ -31,6 +31,8 @@ ALLOWED: dict[str, set[str]] = {
     "user.twofactor_enroll": set(),
     "user.twofactor_confirm": set(),
     "user.twofactor_recovery_codes": set(),
+    "user.webauthn_list": set(),
+    "user.webauthn_delete": set(),
     "auth.generate_onetime_password": {"ACCOUNT_WRITE"},
     "system.ntpserver.query": {"SYSTEM_SECURITY_READ", "SYSTEM_SECURITY_WRITE"} | READONLY,
     "system.ntpserver.create": {"SYSTEM_SECURITY_WRITE"},
@@ -40,7 +42,8 @@ ALLOWED: dict[str, set[str]] = {
 }
 #: Allowed calls that still fail on the state they find: confirming with a wrong code is
 #: -32602 (EINVAL), which is not a denial.
-REFUSED_ON_STATE = {"user.twofactor_confirm": "EINVAL"}
+#: Deleting a passkey the victim does not have is ENOENT.
+REFUSED_ON_STATE = {"user.twofactor_confirm": "EINVAL", "user.webauthn_delete": "ENOENT"}
 #: Methods open to every session (or before login): they act on the caller's own
 #: session, or read what every user may see (API.md §3, §6, §7, §9). Their own rules
 #: (own sessions only, own entry only) have tests of their own.
@@ -72,6 +75,10 @@ OPEN = {
     "core.unsubscribe",
     "system.time_sync.status",
     "user.query",
+    # Passkey registration: only for the caller's own account, FULL_ADMIN included (the
+    # browser makes the key pair; tests/api/test_webauthn.py checks the EPERM).
+    "user.webauthn_register_begin",
+    "user.webauthn_register_finish",
 }
 ROLES = [
     None,
@@ -114,6 +121,8 @@ def calls(victim: dict[str, Any], spare: dict[str, Any], ntp: int) -> dict[str, 
         "user.twofactor_enroll": [name],
         "user.twofactor_confirm": [name, "000000"],
         "user.twofactor_recovery_codes": [name],
+        "user.webauthn_list": [name],
+        "user.webauthn_delete": [name, 1],
         "auth.generate_onetime_password": [{"username": name}],
     }
 
