@@ -485,11 +485,19 @@ async def _login_steps(client: Client, args: argparse.Namespace, stdin: TextIO) 
         # No code was asked: only the password (or the account) can be the reason.
         raise Failure(WRONG_PASSWORD)
     failure: str | None = None  # why the last code was refused
+    # A passkey needs a browser (API.md §12): say so once, before the first prompt.
+    passkeys = "webauthn" in resp
     while resp["response_type"] == "OTP_REQUIRED":
         code = args.otp
         args.otp = None  # a code given on the command line is tried once
         if code is None:
             notice = ""
+            if passkeys:
+                notice = (
+                    "midclt2fa: this account has passkeys, which only a browser can use; "
+                    "enter a code from the authenticator app or a recovery code\n"
+                )
+                passkeys = False
             if failure is not None:
                 why = failure.removeprefix("login failed: ")
                 again = "" if failure == REUSED_CODE else "; try again"

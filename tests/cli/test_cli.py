@@ -8,6 +8,7 @@ user's side is computed by project code.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -15,8 +16,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from middlewared_2fa.cli.client import open_client
 from tests.cli.conftest import Midclt, midclt_path
 from tests.cli.terminal import HANG_GUARD
+from tests.helpers.authenticator import SoftAuthenticator
 from tests.helpers.daemon import ADMIN_PASSWORD
 from tests.helpers.outside import (
     oathtool_totp,
@@ -438,6 +441,47 @@ def test_otp_prompt_on_terminal_asks_again_after_a_wrong_code(midclt: Midclt) ->
         assert rest.startswith(code + "\r\n")  # a code is echoed, unlike a password
         me = json.loads(rest.removeprefix(code + "\r\n"))
         assert (me["pw_name"], me["credentials"]) == ("cli_tty", "LOGIN_TWOFACTOR")
+    finally:
+        term.close()
+
+
+async def _passkey_and_recovery_codes(url: str, username: str, password: str, code: str) -> str:
+    """Log in with the code, register a passkey (a software authenticator playing the
+    browser, origin http://localhost:PORT, API.md §12) and return a recovery code."""
+    port = url.rsplit(":", 1)[1].split("/", 1)[0]
+    async with open_client(url) as c:
+        assert (await c.login(username, password, code))["authenticator"] == "LEVEL_2"
+        begun = await c.call("user.webauthn_register_begin", username, {"name": "key"})
+        response = SoftAuthenticator().register(begun["options"], origin=f"http://localhost:{port}")
+        await c.call("user.webauthn_register_finish", username, response)
+        codes: list[str] = await c.call("user.twofactor_recovery_codes", username)
+    return codes[0]
+
+
+def test_otp_prompt_says_passkeys_need_a_browser(midclt: Midclt) -> None:
+    """For an account with passkeys the CLI says once, before the code prompt, that only
+    a browser can use them; a recovery code still logs in."""
+    midclt.create_user("cli_pk", "pw-pk", secret=True)
+    recovery = asyncio.run(
+        _passkey_and_recovery_codes(
+            midclt.daemon.url, "cli_pk", "pw-pk", _code_for(midclt, "cli_pk")
+        )
+    )
+    term = midclt.terminal(
+        "-u", midclt.daemon.url, "-U", "cli_pk", "-P", "pw-pk", "call", "auth.me"
+    )
+    try:
+        first = term.expect("One-time code or recovery code: ")
+        assert first == (
+            "midclt2fa: this account has passkeys, which only a browser can use; enter a "
+            "code from the authenticator app or a recovery code\r\n"
+            "One-time code or recovery code: "
+        ), first
+        term.send(recovery + "\n")
+        status, rest = term.finish()
+        assert status == 0, rest
+        me = json.loads(rest.removeprefix(recovery + "\r\n"))
+        assert (me["pw_name"], me["credentials"]) == ("cli_pk", "LOGIN_TWOFACTOR")
     finally:
         term.close()
 
