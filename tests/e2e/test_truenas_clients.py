@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,8 @@ from pathlib import Path
 import pyotp
 import pytest
 
-from middlewared_2fa.cli.client import open_client
+from middlewared_2fa.cli.client import open_client, tls_context
+from tests.helpers.authenticator import SoftAuthenticator
 from tests.helpers.daemon import SubprocessDaemon, subprocess_daemon
 from tests.helpers.oath import secret_of
 
@@ -94,6 +96,37 @@ async def test_pytruenas_logs_in_with_password_and_code(process_daemon: Subproce
     code = pyotp.TOTP(secret).now()
     got = await asyncio.to_thread(pytruenas, process_daemon, f"human:pw-human\n{code}")
     assert got == {"credentials": "LOGIN_TWOFACTOR", "pw_name": "human"}
+
+
+async def test_pytruenas_password_and_code_for_a_user_who_also_has_a_passkey(
+    process_daemon: SubprocessDaemon,
+) -> None:
+    """A user with a passkey and a TOTP secret (API.md §12): the OTP_REQUIRED answer
+    carries the passkey options, which the client does not know, and its password + code
+    flow still logs in."""
+    url = process_daemon.url
+    scheme = "https" if url.startswith("wss://") else "http"
+    port = url.rsplit(":", 1)[1].split("/", 1)[0]
+    async with open_client(process_daemon.unix_uri) as root:
+        await root.call("user.create", {"username": "both", "password": "pw-both"})
+    async with open_client(url, ssl=_client_ssl(process_daemon)) as c:
+        assert (await c.login("both", "pw-both"))["response_type"] == "SUCCESS"
+        begun = await c.call("user.webauthn_register_begin", "both", {"name": "key"})
+        response = SoftAuthenticator().register(
+            begun["options"], origin=f"{scheme}://localhost:{port}"
+        )
+        await c.call("user.webauthn_register_finish", "both", response)
+    async with open_client(process_daemon.unix_uri) as root:
+        secret = secret_of(await root.call("user.renew_2fa_secret", "both"))
+        await root.call("auth.twofactor.update", {"enabled": True, "window": 1})
+    code = pyotp.TOTP(secret).now()
+    got = await asyncio.to_thread(pytruenas, process_daemon, f"both:pw-both\n{code}")
+    assert got == {"credentials": "LOGIN_TWOFACTOR", "pw_name": "both"}
+
+
+def _client_ssl(daemon: SubprocessDaemon) -> ssl.SSLContext | None:
+    cafile = _cert_file(daemon)
+    return None if cafile is None else tls_context(cafile=Path(cafile))
 
 
 async def test_aiotruenas_logs_in_with_an_api_key(process_daemon: SubprocessDaemon) -> None:
