@@ -200,14 +200,18 @@ class App {
     document.title = 'Set Up Two-Factor Authentication · middlewared-2fa';
   }
 
-  /** The setup screen confirmed a secret: the session is a full one now (API.md §4). */
-  async finishSetup() {
+  /**
+   * The setup screen confirmed a secret, or registered a passkey (`passkey`): the session
+   * is a full one now (API.md §4, §12).
+   */
+  async finishSetup({ passkey = false } = {}) {
     await this.refreshMe();
     if (this.setupOnly) return; // not upgraded (changed meanwhile): the setup screen stays
     this.offerRecovery = true;
+    const asks = passkey ? 'your passkey' : 'a code from your app';
     this.toast(
       this.me.two_factor_config.global_enabled
-        ? 'Two-factor authentication is set up. From now on, logging in asks for a code from your app.'
+        ? `Two-factor authentication is set up. From now on, logging in asks for ${asks}.`
         : 'Two-factor authentication is set up.',
       'ok',
     );
@@ -395,7 +399,7 @@ class App {
       // The server ended this session (API.md §9): its tokens ended with it.
       sessionStorage.removeItem(TOKEN_KEY);
       this.showLogin(
-        'Your session was ended: your password, two-factor secret or roles changed, or it ' +
+        'Your session was ended: your password, two-factor secret, passkeys or roles changed, or it ' +
           'was ended from another session. Log in again.',
       );
       return;

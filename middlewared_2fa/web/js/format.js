@@ -136,6 +136,11 @@ export function wireMillis(value) {
   return Number(value);
 }
 
+/** "2 Dec 2026, 14:05": a date and time in the browser's language and time zone. */
+export function dateTime(millis) {
+  return new Date(millis).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+}
+
 /** "00:45" local time (hours and minutes) of milliseconds since the epoch. */
 export function shortTime(millis) {
   return new Date(millis).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });

@@ -17,15 +17,10 @@ import { h, replace, uid } from '../dom.js';
 import { openDialog } from '../dialog.js';
 import { describeError, fieldPath, sentence } from '../errors.js';
 import { formField } from '../form.js';
-import { holdsAll, wireMillis } from '../format.js';
+import { dateTime, holdsAll, wireMillis } from '../format.js';
 import { RpcError } from '../rpc.js';
 import { copyButton } from './parts.js';
 import { stackedTable } from './table.js';
-
-/** "2 Dec 2026, 14:05" in the browser's language and time zone. */
-function dateTime(millis) {
-  return new Date(millis).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
-}
 
 /** The `value` of a datetime-local input for `millis` (local time, minutes). */
 function localInputValue(millis) {

@@ -3,16 +3,28 @@
 // answers AUTH_ERR and the password step starts over. "Use a recovery code" switches the
 // code field to one of the user's recovery codes (API.md §10), sent the same way in
 // otp_token; wrong codes of either kind share the retries.
+//
+// For a user with passkeys (API.md §12) OTP_REQUIRED carries `webauthn.options`: the step
+// then offers "Use a passkey" (navigator.credentials.get, sent as the WEBAUTHN mechanism)
+// above the code form, which stays for users who also have a TOTP secret or recovery
+// codes. Every answer spends the challenge, and each OTP_REQUIRED brings a new one: the
+// newest options are kept. A passkey the server refuses counts like a wrong code (the
+// same 4 attempts); one the browser does not give (cancelled, unknown) is not sent.
 
 import { h, replace } from '../dom.js';
 import { describeError } from '../errors.js';
 import { formField } from '../form.js';
 import { ConnectionLost, RpcError } from '../rpc.js';
+import { getPasskey, hostProblem, passkeyMessage, passkeysAvailable } from '../webauthn.js';
 
 const OTP_ATTEMPTS = 4; // the first code plus 3 retries
 
 function field(options) {
   return formField(options).el;
+}
+
+function attemptsLeft(left) {
+  return `${left} ${left === 1 ? 'attempt' : 'attempts'} left.`;
 }
 
 /** The login screen. notice: a message to show above the form (e.g. after logout). */
@@ -31,6 +43,9 @@ export function loginView(app, { notice } = {}) {
   );
   let username = '';
   let busy = false;
+  // The newest PublicKeyCredentialRequestOptions (JSON) of the pending step, if the user
+  // has passkeys: every OTP_REQUIRED answer brings new ones.
+  let passkeyOptions = null;
 
   function message(kind, text) {
     if (!text) return null;
@@ -95,6 +110,7 @@ export function loginView(app, { notice } = {}) {
       if (reply.response_type === 'SUCCESS') {
         await app.enter(reply.user_info, { fresh: true });
       } else if (reply.response_type === 'OTP_REQUIRED') {
+        passkeyOptions = reply.webauthn ? reply.webauthn.options : null;
         otpStep({ failures: 0 });
       } else {
         passwordStep({ error: 'Wrong username or password.' });
@@ -111,6 +127,13 @@ export function loginView(app, { notice } = {}) {
 
   function otpStep({ failures, error, recovery = false, switched = false }) {
     busy = false;
+    // The passkey is offered in the code step, not in the recovery-code one.
+    const passkey = passkeyOptions && !recovery ? passkeyOptions : null;
+    const passkeyProblem = passkey
+      ? passkeysAvailable()
+        ? hostProblem(passkey.rpId)
+        : hostProblem(passkey.rpId) || 'This browser cannot use passkeys here.'
+      : null;
     const code = recovery
       ? h('input', {
           type: 'text',
@@ -135,8 +158,7 @@ export function loginView(app, { notice } = {}) {
           required: true,
           class: 'input-code',
         });
-    const left = OTP_ATTEMPTS - failures;
-    const attempts = `${left} ${left === 1 ? 'attempt' : 'attempts'} left.`;
+    const attempts = attemptsLeft(OTP_ATTEMPTS - failures);
     // After a switch of the kind of code, the last failure's message would name the wrong kind.
     const errorText =
       error ||
@@ -150,8 +172,24 @@ export function loginView(app, { notice } = {}) {
     const switcher = h('button', {
       type: 'button',
       class: 'link-button',
-      text: recovery ? 'Use a code from your authenticator app' : 'Use a recovery code',
+      text: recovery
+        ? passkeyOptions
+          ? 'Use a passkey or a code from your authenticator app'
+          : 'Use a code from your authenticator app'
+        : 'Use a recovery code',
     });
+    const passkeyButton =
+      passkey && !passkeyProblem
+        ? h('button', { type: 'button', class: 'button button-primary button-block passkey-button', text: 'Use a passkey' })
+        : null;
+    const passkeyBlock = passkey
+      ? h(
+          'div',
+          { class: 'passkey-login' },
+          passkeyButton || h('p', { class: 'note note-warn', role: 'note', text: passkeyProblem }),
+          h('p', { class: 'login-or', text: 'or enter a code' }),
+        )
+      : null;
     switcher.addEventListener('click', () => {
       if (busy) return;
       otpStep({ failures, recovery: !recovery, switched: true });
@@ -161,6 +199,7 @@ export function loginView(app, { notice } = {}) {
       'form',
       { class: 'form', novalidate: true },
       message('error', errorText),
+      passkeyBlock,
       recovery
         ? field({
             label: 'Recovery code',
@@ -179,7 +218,8 @@ export function loginView(app, { notice } = {}) {
         'div',
         { class: 'form-actions form-actions-split' },
         cancel,
-        h('button', { type: 'submit', class: 'button button-primary', text: 'Proceed' }),
+        // With a passkey offered, the passkey is the primary action (Enter still sends a code).
+        h('button', { type: 'submit', class: `button ${passkeyButton ? 'button-secondary' : 'button-primary'}`, text: 'Proceed' }),
       ),
     );
     cancel.addEventListener('click', () => {
@@ -196,67 +236,108 @@ export function loginView(app, { notice } = {}) {
         return;
       }
       setBusy(form, true, 'Checking…');
-      let reply;
-      try {
-        reply = await app.rpc.call('auth.login_ex_continue', [{ mechanism: 'OTP_TOKEN', otp_token: value }]);
-      } catch (err) {
-        if (err instanceof RpcError && err.errname === 'EINVAL') {
-          passwordStep({ error: 'The login step expired. Enter your password again.' });
-        } else if (err instanceof RpcError && err.errname === 'EBUSY') {
-          app.rpc.close();
-          passwordStep({ error: TOO_MANY });
-        } else if (err instanceof ConnectionLost) {
-          passwordStep({ error: 'The connection to the server was lost. Log in again.' });
-        } else {
-          otpStep({ failures, recovery, error: loginError(err) });
-        }
-        return;
-      }
-      if (reply.response_type === 'SUCCESS') {
-        await app.enter(reply.user_info, { fresh: true });
-        if (recovery) {
-          app.toast(
-            'You logged in with a recovery code; it cannot be used again. If you lost your ' +
-              'authenticator, renew your secret now.',
-            'warn',
-          );
-        }
-      } else if (reply.response_type === 'OTP_REQUIRED') {
-        // A right code whose time step was used already (RFC 6238 §5.2) is not a wrong one:
-        // this session alone may ask (auth.last_code_refusal).
-        let reused = false;
-        if (!recovery) {
-          try {
-            reused = (await app.rpc.call('auth.last_code_refusal')) === 'REUSED';
-          } catch (err) {
-            reused = false; // an older server: say "wrong or expired" as before
-          }
-        }
-        const left = OTP_ATTEMPTS - failures - 1;
-        otpStep({
-          failures: failures + 1,
-          recovery,
-          error: reused
-            ? `This code was already used; wait for the next one. ${left} ${left === 1 ? 'attempt' : 'attempts'} left.`
-            : null,
-        });
-      } else {
-        passwordStep({ error: 'Too many wrong codes. Log in again with your password.' });
-      }
+      await send({ mechanism: 'OTP_TOKEN', otp_token: value }, { failures, recovery, passkey: false });
     });
+    if (passkeyButton) {
+      passkeyButton.addEventListener('click', async () => {
+        if (busy) return;
+        busy = true;
+        for (const control of form.querySelectorAll('input, button')) control.disabled = true;
+        passkeyButton.textContent = 'Waiting for your passkey…';
+        let credential;
+        try {
+          credential = await getPasskey(passkey);
+        } catch (err) {
+          // The browser gave no assertion (cancelled, timed out, not registered here):
+          // nothing was sent, no attempt is used.
+          otpStep({ failures, recovery, error: passkeyMessage(err) });
+          return;
+        }
+        passkeyButton.textContent = 'Checking…';
+        await send({ mechanism: 'WEBAUTHN', credential }, { failures, recovery, passkey: true });
+      });
+    }
     replace(
       card,
-      h('h1', { class: 'card-title', id: 'login-title', text: recovery ? 'Recovery Code' : 'One-Time Code' }),
+      h('h1', {
+        class: 'card-title',
+        id: 'login-title',
+        text: recovery ? 'Recovery Code' : passkey ? 'Passkey or Code' : 'One-Time Code',
+      }),
       h('p', {
         class: 'card-subtitle',
         text: recovery
           ? `The account ${username} is protected by two-factor authentication. Lost your ` +
             'authenticator? A recovery code takes the place of its code, once.'
-          : `The account ${username} is protected by two-factor authentication.`,
+          : passkey
+            ? `The account ${username} is protected by two-factor authentication. Use your ` +
+              'passkey, or enter a code from your authenticator app.'
+            : `The account ${username} is protected by two-factor authentication.`,
       }),
       form,
     );
-    code.focus();
+    (passkeyButton || code).focus();
+  }
+
+  /** Send the step after OTP_REQUIRED (a code or a passkey's assertion); show the answer. */
+  async function send(loginData, { failures, recovery, passkey }) {
+    let reply;
+    try {
+      reply = await app.rpc.call('auth.login_ex_continue', [loginData]);
+    } catch (err) {
+      if (err instanceof RpcError && err.errname === 'EINVAL') {
+        passwordStep({ error: 'The login step expired. Enter your password again.' });
+      } else if (err instanceof RpcError && err.errname === 'EBUSY') {
+        app.rpc.close();
+        passwordStep({ error: TOO_MANY });
+      } else if (err instanceof ConnectionLost) {
+        passwordStep({ error: 'The connection to the server was lost. Log in again.' });
+      } else {
+        otpStep({ failures, recovery, error: loginError(err) });
+      }
+      return;
+    }
+    if (reply.response_type === 'SUCCESS') {
+      passkeyOptions = null;
+      await app.enter(reply.user_info, { fresh: true });
+      if (recovery && !passkey) {
+        app.toast(
+          'You logged in with a recovery code; it cannot be used again. If you lost your ' +
+            'authenticator, renew your secret now.',
+          'warn',
+        );
+      }
+    } else if (reply.response_type === 'OTP_REQUIRED') {
+      // The answer spent the challenge: keep the new one (API.md §12).
+      passkeyOptions = reply.webauthn ? reply.webauthn.options : null;
+      const left = OTP_ATTEMPTS - failures - 1;
+      if (passkey) {
+        otpStep({ failures: failures + 1, recovery, error: `The passkey was not accepted. ${attemptsLeft(left)}` });
+        return;
+      }
+      // A right code whose time step was used already (RFC 6238 §5.2) is not a wrong one:
+      // this session alone may ask (auth.last_code_refusal).
+      let reused = false;
+      if (!recovery) {
+        try {
+          reused = (await app.rpc.call('auth.last_code_refusal')) === 'REUSED';
+        } catch (err) {
+          reused = false; // an older server: say "wrong or expired" as before
+        }
+      }
+      otpStep({
+        failures: failures + 1,
+        recovery,
+        error: reused ? `This code was already used; wait for the next one. ${attemptsLeft(left)}` : null,
+      });
+    } else {
+      passkeyOptions = null;
+      passwordStep({
+        error: passkey
+          ? 'Too many failed attempts. Log in again with your password.'
+          : 'Too many wrong codes. Log in again with your password.',
+      });
+    }
   }
 
   return {

@@ -1,6 +1,6 @@
-// The prompt after login when global 2FA is on and the user has no secret
-// (auth.me two_factor_config.setup_required). Skipping asks for confirmation; the
-// prompt comes back at the next login.
+// The prompt after login when global 2FA is on and the user has no second factor: no
+// secret and no passkey (auth.me two_factor_config.setup_required, API.md §12). Skipping
+// asks for confirmation; the prompt comes back at the next login.
 
 import { h } from '../dom.js';
 import { openDialog } from '../dialog.js';
@@ -13,8 +13,10 @@ export function showSetupPrompt(app) {
       h('p', {
         text:
           'Two-factor authentication is enabled on this system, and your account has no ' +
-          'authenticator yet. Set it up now: you need an authenticator app on your phone ' +
-          'or computer, and it takes about a minute.',
+          'second factor yet. Set it up now: you need an authenticator app on your phone ' +
+          'or computer, and it takes about a minute. You can also add a passkey (a security ' +
+          'key, or your device\'s fingerprint or face unlock) on the Two-Factor ' +
+          'Authentication screen.',
       }),
       h('p', {
         class: 'muted',

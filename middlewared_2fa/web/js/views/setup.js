@@ -4,13 +4,15 @@
 // (every other call answers EACCES). This screen walks them through it and nothing else:
 // a new password first when PASSWORD_CHANGE_REQUIRED (user.update of their own id with
 // {password}), then enrol + confirm. A right code makes the session a full LEVEL_2 one;
-// the app then shows the normal screens and offers recovery codes.
+// the app then shows the normal screens and offers recovery codes. A passkey may take the
+// place of the authenticator app (API.md §12): registering one upgrades the session too.
 
 import { h, replace, uid } from '../dom.js';
 import { describeError, fieldPath, sentence } from '../errors.js';
 import { formField } from '../form.js';
 import { RpcError } from '../rpc.js';
 import { currentEnrolment, enrolmentCard, startEnrolment } from './enrolment.js';
+import { addPasskeyDialog, passkeysBlocked } from './passkeys.js';
 
 function attributes(app) {
   return (app.me && app.me.account_attributes) || [];
@@ -44,8 +46,8 @@ export function setupView(app) {
         'confirm the new one. Until then this session can do nothing else. Do not reload or ' +
         'close this page before you finish: the one-time password works only once.'
       : 'This system requires two-factor authentication, and your account has none set up ' +
-        'yet. Set up an authenticator app now to continue: until then this session can do ' +
-        'nothing else.';
+        'yet. Set up an authenticator app (or add a passkey) now to continue: until then this ' +
+        'session can do nothing else.';
     const names = [
       ...(withPassword ? [['password', 'Choose a new password']] : []),
       ['authenticator', 'Set up your authenticator app'],
@@ -181,7 +183,43 @@ export function setupView(app) {
         await app.finishSetup();
       },
     });
-    replace(slot, card.el);
+    replace(slot, card.el, passkeyCard());
+  }
+
+  /** "Use a passkey instead": a passkey as the second factor in place of the app. */
+  function passkeyCard() {
+    const titleId = uid('setup-passkey-title');
+    const problem = passkeysBlocked();
+    const button = h('button', { type: 'button', class: 'button button-secondary', text: 'Add a Passkey' });
+    button.addEventListener('click', async () => {
+      const added = await addPasskeyDialog(app);
+      if (!added) return;
+      app.enrolment = null; // the staged secret is not needed (it expires on the server)
+      step = 'codes';
+      renderIntro();
+      await app.finishSetup({ passkey: true });
+    });
+    return h(
+      'section',
+      { class: 'card', 'aria-labelledby': titleId },
+      h('h2', { class: 'card-title', id: titleId, text: 'Or Use a Passkey' }),
+      h('p', {
+        text:
+          'Instead of an authenticator app, a passkey can be your second factor: a security ' +
+          "key, your phone, or your computer's fingerprint or face unlock.",
+      }),
+      app.me.two_factor_config.secret_configured
+        ? h('p', {
+            class: 'muted',
+            text:
+              'Your current secret keeps working with a passkey: unset it afterwards on the ' +
+              'Two-Factor Authentication screen if you lost the device that has it.',
+          })
+        : null,
+      problem
+        ? h('p', { class: 'note note-warn passkey-host-note', role: 'note', text: problem })
+        : h('div', { class: 'card-actions' }, button),
+    );
   }
 
   function focusStep() {

@@ -1,7 +1,10 @@
 // The Two-Factor Authentication screen (Settings > Two-Factor Authentication): the user's
 // own 2FA status and the actions Renew Secret / Configure 2FA Secret, Show QR, recovery
 // codes and Unset 2FA Secret, the confirmation step of a new secret (staged enrolment,
-// API.md §4: enrol, scan, confirm with a code), and the server clock.
+// API.md §4: enrol, scan, confirm with a code), the user's passkeys (views/passkeys.js,
+// API.md §12) and the server clock. "Two-factor authentication is set up" means a
+// second factor of any kind: a TOTP secret or a passkey (the 2FA account attribute);
+// `secret_configured` is about the TOTP secret only.
 
 import { h, replace, uid } from '../dom.js';
 import { openDialog } from '../dialog.js';
@@ -9,12 +12,29 @@ import { describeError } from '../errors.js';
 import { formField } from '../form.js';
 import { currentEnrolment, enrolmentCard, startEnrolment } from './enrolment.js';
 import { clockCard, secretBlock } from './parts.js';
+import { hasSecondFactor, passkeysCard } from './passkeys.js';
 import { CODES_PER_SET, makeRecoveryCodes } from './recovery.js';
 
 /** At or below this many unused recovery codes the screen warns. */
 const FEW_CODES = 2;
 
-function statusOf(config, pending) {
+/** What the account's second factors are called in the status: "a secret", "a passkey"... */
+function factorWords(factors) {
+  if (factors.secret && factors.passkey) return 'a secret and a passkey';
+  return factors.passkey ? 'a passkey' : 'a secret';
+}
+
+/** What logging in asks for after the password, for the "configured" status. */
+function loginNeeds(factors) {
+  if (factors.secret && factors.passkey) return 'a passkey or a code from your authenticator app';
+  return factors.passkey ? 'one of your passkeys' : 'a code from your authenticator app';
+}
+
+/**
+ * factors: {any, secret, passkey}: a second factor of any kind (the 2FA attribute), a TOTP
+ * secret, a passkey.
+ */
+function statusOf(config, pending, factors) {
   if (pending) {
     const later = config.global_enabled
       ? ''
@@ -32,7 +52,7 @@ function statusOf(config, pending) {
           'authenticator app.' + later,
     };
   }
-  if (!config.global_enabled && !config.secret_configured) {
+  if (!config.global_enabled && !factors.any) {
     return {
       key: 'disabled',
       tone: 'info',
@@ -47,18 +67,19 @@ function statusOf(config, pending) {
       key: 'disabled',
       tone: 'info',
       text:
-        'Two-factor authentication is not enabled on this system. Your account has a secret, ' +
-        'but logging in does not ask for a code until an administrator enables two-factor ' +
+        `Two-factor authentication is not enabled on this system. Your account has ${factorWords(factors)}, ` +
+        `but logging in does not ask for ${factors.secret ? 'a code' : 'it'} until an administrator enables two-factor ` +
         'authentication globally.',
     };
   }
-  if (!config.secret_configured) {
+  if (!factors.any) {
     return {
       key: 'not-configured',
       tone: 'warn',
       text:
         'Two-factor authentication is enabled on this system, but it is not set up for your ' +
-        'account: logging in needs only your password. Configure a secret to protect your account.',
+        'account: logging in needs only your password. Configure a secret or add a passkey to ' +
+        'protect your account.',
     };
   }
   return {
@@ -66,7 +87,7 @@ function statusOf(config, pending) {
     tone: 'ok',
     text:
       'Two-factor authentication is active for your account: logging in needs your password ' +
-      'and a code from your authenticator app.',
+      `and ${loginNeeds(factors)}.`,
   };
 }
 
@@ -82,6 +103,7 @@ export function twoFactorView(app) {
   const confirmSlot = h('div', { class: 'confirm-slot' });
   const offerSlot = h('div', { class: 'offer-slot' });
   const clock = clockCard(app);
+  const passkeys = passkeysCard(app, { onChange: () => update() });
   const el = h(
     'div',
     { class: 'page' },
@@ -97,6 +119,7 @@ export function twoFactorView(app) {
     ),
     offerSlot,
     confirmSlot,
+    passkeys.el,
     clock.el,
   );
   let confirmCard = null;
@@ -108,17 +131,32 @@ export function twoFactorView(app) {
   let recoveryTicket = 0; // only the latest answer counts
   let destroyed = false;
 
+  /** {any, secret, passkey}: the account's second factors as far as the page knows. */
+  function factors() {
+    const config = app.me.two_factor_config;
+    const any = hasSecondFactor(app);
+    const count = passkeys.count();
+    // Until the list is read: a factor that is not the secret is a passkey.
+    const passkey = count === null ? any && !config.secret_configured : count > 0;
+    return { any: any || config.secret_configured || passkey, secret: config.secret_configured, passkey };
+  }
+
   renewButton.addEventListener('click', () => configure());
   qrButton.addEventListener('click', () => showQr());
   codesButton.addEventListener('click', () => recoveryCodes(codesButton));
   unsetButton.addEventListener('click', () => unset());
 
+  /** What the recovery count depends on: re-read when it changes. */
+  function recoveryKey() {
+    return JSON.stringify([app.me.two_factor_config, factors()]);
+  }
+
   async function loadRecovery() {
-    const config = app.me.two_factor_config;
-    recoveryFor = JSON.stringify(config);
+    recoveryFor = recoveryKey();
     recoveryTicket += 1;
     const ticket = recoveryTicket;
-    if (!config.secret_configured) {
+    // Recovery codes stand in for any second factor (API.md §10, §12).
+    if (!factors().any) {
       recovery = { remaining: 0 };
       return;
     }
@@ -141,16 +179,16 @@ export function twoFactorView(app) {
     return `${recovery.remaining} of ${CODES_PER_SET} left`;
   }
 
-  function updateRecoveryNote(config) {
+  function updateRecoveryNote(has) {
     const remaining = recovery && !recovery.error ? recovery.remaining : null;
-    if (!config.secret_configured || remaining === null || remaining > FEW_CODES) {
+    if (!has.any || remaining === null || remaining > FEW_CODES) {
       recoveryNote.hidden = true;
       recoveryNote.textContent = '';
       return;
     }
     recoveryNote.textContent =
       remaining === 0
-        ? 'You have no recovery codes. If you lose your authenticator app, only an ' +
+        ? `You have no recovery codes. If you lose your ${has.secret ? 'authenticator app' : 'passkeys'}, only an ` +
           'administrator can let you in again. Make a set of recovery codes and keep it ' +
           'somewhere safe.'
         : `Only ${remaining} recovery ${remaining === 1 ? 'code is' : 'codes are'} left. Make ` +
@@ -161,9 +199,11 @@ export function twoFactorView(app) {
   function update() {
     if (destroyed || !app.me) return;
     const config = app.me.two_factor_config;
-    if (recoveryFor !== JSON.stringify(config)) loadRecovery(); // update() again with the answer
+    const has = factors();
+    if (recoveryFor !== recoveryKey()) loadRecovery(); // update() again with the answer
     const enrolment = currentEnrolment(app);
-    const s = statusOf(config, Boolean(enrolment));
+    const s = statusOf(config, Boolean(enrolment), has);
+    const count = passkeys.count();
     status.className = `status status-${s.tone}`;
     status.dataset.status = s.key;
     status.textContent = s.text;
@@ -177,14 +217,19 @@ export function twoFactorView(app) {
       config.secret_configured
         ? h('dd', { text: `${config.otp_digits} digits, a new one every ${config.interval} seconds` })
         : null,
-      config.secret_configured ? h('dt', { text: 'Recovery codes' }) : null,
-      config.secret_configured ? h('dd', { class: 'recovery-count', text: recoveryText() }) : null,
+      h('dt', { text: 'Passkeys' }),
+      h('dd', {
+        class: 'passkey-count',
+        text: count === null ? 'Checking…' : count === 0 ? 'None' : `${count} ${count === 1 ? 'passkey' : 'passkeys'}`,
+      }),
+      has.any ? h('dt', { text: 'Recovery codes' }) : null,
+      has.any ? h('dd', { class: 'recovery-count', text: recoveryText() }) : null,
     );
-    updateRecoveryNote(config);
+    updateRecoveryNote(has);
     renewButton.textContent = config.secret_configured ? 'Renew Secret' : 'Configure 2FA Secret';
     qrButton.hidden = !config.secret_configured;
     unsetButton.hidden = !config.secret_configured;
-    codesButton.hidden = !config.secret_configured;
+    codesButton.hidden = !has.any;
     codesButton.textContent =
       recovery && recovery.remaining > 0 ? 'New Recovery Codes' : 'Make Recovery Codes';
     if (enrolment && !confirmCard) {
@@ -194,7 +239,7 @@ export function twoFactorView(app) {
       confirmCard = null;
       confirmSlot.replaceChildren();
     }
-    const offer = app.offerRecovery && config.secret_configured && !enrolment;
+    const offer = app.offerRecovery && has.any && !enrolment;
     if (offer && !offerCard) {
       offerCard = recoveryOffer();
       offerSlot.replaceChildren(offerCard);
@@ -329,10 +374,12 @@ export function twoFactorView(app) {
       { class: 'card card-highlight', 'aria-labelledby': titleId },
       h('h2', { class: 'card-title', id: titleId, tabindex: '-1', text: 'Save Recovery Codes' }),
       h('p', {
-        text:
-          'Recovery codes let you log in if you lose the device with your authenticator app: ' +
-          'each of the 10 codes works once, in place of a code from the app. They are shown ' +
-          'only once, so keep them somewhere safe.',
+        text: factors().secret
+          ? 'Recovery codes let you log in if you lose the device with your authenticator app: ' +
+            'each of the 10 codes works once, in place of a code from the app. They are shown ' +
+            'only once, so keep them somewhere safe.'
+          : 'Recovery codes let you log in if you lose your passkey: each of the 10 codes works ' +
+            'once, in place of the passkey. They are shown only once, so keep them somewhere safe.',
       }),
       h('div', { class: 'card-actions' }, later, make),
     );
@@ -357,15 +404,22 @@ export function twoFactorView(app) {
 
   function unset() {
     const globalOn = app.me.two_factor_config.global_enabled;
+    const passkeyLeft = factors().passkey; // the passkeys stay: 2FA stays set up
     openDialog({
       title: 'Unset 2FA Secret',
       body: () => [
-        h('p', {
-          text:
-            'Remove the two-factor secret of your account? This reduces the security of your ' +
-            'account: logging in will need only your password. Your recovery codes stop working too.',
-        }),
-        globalOn
+        passkeyLeft
+          ? h('p', {
+              text:
+                'Remove the two-factor secret of your account? Codes from your authenticator ' +
+                'app stop working; logging in then needs your password and one of your passkeys.',
+            })
+          : h('p', {
+              text:
+                'Remove the two-factor secret of your account? This reduces the security of your ' +
+                'account: logging in will need only your password. Your recovery codes stop working too.',
+            }),
+        globalOn && !passkeyLeft
           ? h('p', {
               class: 'note note-warn',
               text:
@@ -401,7 +455,15 @@ export function twoFactorView(app) {
     el,
     update,
     configure,
-    mounted: update,
+    mounted() {
+      update();
+      passkeys.load();
+    },
+    onCollectionUpdate({ collection, fields }) {
+      // A change of the account (a passkey added or removed in another session ends this
+      // one; an administrator's removal does not): read the list again.
+      if (collection === 'user.query' && fields && fields.username === app.username) passkeys.load();
+    },
     /** Focus the recovery codes offer, when it is shown (after the setup screen). */
     focusOffer() {
       const heading = offerCard && offerCard.querySelector('h2');
@@ -409,6 +471,7 @@ export function twoFactorView(app) {
     },
     destroy() {
       destroyed = true;
+      passkeys.destroy();
     },
   };
 }
