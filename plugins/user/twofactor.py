@@ -291,9 +291,15 @@ class UserTwoFactor:
             return None, row.totp_interval, row.totp_digits, extra
 
         row = await self._set_secret(ctx, username, write_role="ACCOUNT_WRITE", make=make)
-        if config.enabled and config.enforce and ctx.identity.user_id == row.id:
-            # Enforced, and the caller gave up its own second factor: its session keeps
-            # only what a password login would get now, setup (API.md §4).
+        if (
+            config.enabled
+            and config.enforce
+            and ctx.identity.user_id == row.id
+            and not self.middleware.factors.configured(row)
+        ):
+            # Enforced, and the caller gave up its own last second factor (a passkey
+            # may remain, API.md §12): its session keeps only what a password login
+            # would get now, setup (API.md §4).
             self._to_setup_only(ctx, row)
 
     @api_method(UserProvisioningUriArgs, StrResult, roles=[])

@@ -631,8 +631,9 @@ class WebauthnService(Service):
             if config.enabled and config.enforce and row.totp_secret is None and len(keys) == 1:
                 raise ValidationError(
                     "user_webauthn_delete.id",
-                    "This is the user's last second factor and two-factor authentication "
-                    "is enforced: register another passkey or a TOTP secret first",
+                    f"This is the last second factor of {row.username!r} and two-factor "
+                    "authentication is enforced: register another passkey or a TOTP "
+                    "secret first",
                 )
             statements: list[tuple[str, tuple[Any, ...], bool]] = [
                 (

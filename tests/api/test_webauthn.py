@@ -626,3 +626,25 @@ async def test_configured_origins_are_used_and_allowed(daemon: InProcessDaemon) 
     with pytest.raises(ConnectError, match="403"):
         async with open_client(daemon.url, origin="https://other.localhost:8443"):
             pass
+
+
+async def test_unsetting_the_secret_under_enforce_keeps_a_passkey_users_session(
+    daemon: InProcessDaemon,
+) -> None:
+    """Under ``enforce`` a user who unsets their TOTP secret but keeps a passkey still has
+    a second factor: the session stays LEVEL_2, not setup-only (found in the UI work)."""
+    key = SoftAuthenticator()
+    async with daemon.admin() as admin:
+        await user_with_passkey(daemon, admin, "keeper", key)
+        await daemon.seed_secret("keeper", RFC_SECRET)
+    async with daemon.client() as c, daemon.root() as root:
+        request = (await password_step(c, "keeper"))["webauthn"]["options"]
+        assert (await passkey_step(c, key.assertion(request, origin=origin(daemon))))[
+            "authenticator"
+        ] == "LEVEL_2"
+        await root.call("auth.twofactor.update", {"enforce": True})
+        await c.call("user.unset_2fa_secret", "keeper")
+        me = await c.call("auth.me")
+        assert "SETUP_ONLY" not in me["account_attributes"]
+        assert me["credentials"] == "LOGIN_TWOFACTOR"
+        assert len(await c.call("auth.sessions")) == 1
