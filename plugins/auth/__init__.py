@@ -413,7 +413,7 @@ class AuthService(Service):
         session = ctx.session
 
         async def check(
-            user: UserRow, pending: PendingOtp, current: Callable[[], bool]
+            user: UserRow, offered: dict[str, Any], current: Callable[[], bool]
         ) -> tuple[StepProof | None, str]:
             if user.totp_secret is not None:
                 checked = await self._twofactor.check_code(user, data.otp_token)
@@ -440,7 +440,8 @@ class AuthService(Service):
         ctx: CallContext,
         options: Any,
         check: Callable[
-            [UserRow, PendingOtp, Callable[[], bool]], Awaitable[tuple[StepProof | None, str]]
+            [UserRow, dict[str, Any], Callable[[], bool]],
+            Awaitable[tuple[StepProof | None, str]],
         ],
         *,
         mechanism: str = "OTP_TOKEN",
@@ -454,9 +455,13 @@ class AuthService(Service):
         Args:
             options: The mechanism's ``login_options``.
             mechanism: Its name, for the EINVAL message.
-            check: ``(user, pending, current) -> (proof or None, audit description of
-                a failure)``; ``current()`` tells whether the step is still this
-                session's (a credential that is used up when right is only tried then).
+            check: ``(user, offered, current) -> (proof or None, audit description of
+                a failure)``; ``offered`` is what plugins had put in ``pending.factors``
+                for this step (a WebAuthn challenge), taken off the step before the check:
+                every answer, of any mechanism, spends every challenge offered, and the
+                next OTP_REQUIRED offers new ones. ``current()`` tells whether the step
+                is still this session's (a credential that is used up when right is only
+                tried then).
                 It must not raise for bad input: an exception other than CallError
                 (EBUSY: nothing was checked) counts as a wrong answer.
 
@@ -475,8 +480,11 @@ class AuthService(Service):
         if pending is None:
             raise CallError(f"{mechanism}: no authentication in progress", EINVAL)
         attempt = self.throttle.begin(pending.user_id)  # EBUSY in a cool-down; step kept
-        # Spend this answer's retry before the first await, for the same reason.
+        # Spend this answer's retry, and every challenge the step offered, before the
+        # first await, for the same reason.
         pending.retries -= 1
+        offered = dict(pending.factors)
+        pending.factors.clear()
         last_try = pending.retries < 0
         if last_try:
             session.pending = None
@@ -497,7 +505,7 @@ class AuthService(Service):
             return session.pending is pending or last_try
 
         try:
-            proof, description = await check(user, pending, current)
+            proof, description = await check(user, offered, current)
         except CallError:
             self.throttle.refund(attempt)  # the hashing queue was full: nothing checked
             raise

@@ -96,6 +96,8 @@ CHALLENGE_BYTES = 32
 USER_HANDLE_BYTES = 32
 #: Passkeys one account may hold.
 MAX_PASSKEYS = 32
+#: Longest credential id accepted (WebAuthn L3 §7.1 step 25: longer ones are refused).
+MAX_CREDENTIAL_ID = 1023
 #: COSE algorithms offered (API.md §12): ES256, EdDSA, RS256.
 ALGORITHMS = [
     COSEAlgorithmIdentifier.ECDSA_SHA_256,
@@ -333,9 +335,9 @@ class WebauthnService(Service):
             "SELECT user_id, count(*) FROM webauthn_credentials GROUP BY user_id"
         )
         self._counts = Counter({int(r[0]): int(r[1]) for r in rows})
-        if self.settings.webauthn_origins:
-            configured = set(self.settings.webauthn_origins)
-            self.middleware.origin_providers.append(lambda: configured)
+        # Every WebAuthn origin, configured or derived from webauthn_rp_id, is an allowed
+        # Origin for the WebSocket too (API.md §1, §12).
+        self.middleware.origin_providers.append(lambda: set(self.relying_party()[1]))
 
     # -- the relying party ---------------------------------------------------------------
 
@@ -532,6 +534,12 @@ class WebauthnService(Service):
             raise ValidationError(
                 attribute, f"Passkey registration refused: {_refusal(exc)}"
             ) from None
+        if len(verified.credential_id) > MAX_CREDENTIAL_ID:
+            raise ValidationError(
+                attribute,
+                f"Passkey registration refused: a credential id longer than "
+                f"{MAX_CREDENTIAL_ID} bytes (WebAuthn L3 §7.1)",
+            )
         transports = _transports(credential)
         if row.generation != registration.generation:
             # The account's credentials changed after the options were made.
@@ -696,13 +704,15 @@ class WebauthnService(Service):
     async def _assertion(self, ctx: CallContext, data: WebauthnAssertion) -> dict[str, Any]:
         """Mechanism ``WEBAUTHN``: the step after OTP_REQUIRED with a passkey."""
 
-        async def check(user: UserRow, pending: Any, current: Any) -> tuple[StepProof | None, str]:
-            offered = pending.factors.pop(_FACTOR, None)  # spent by any answer
-            if not isinstance(offered, _Challenge):
+        async def check(
+            user: UserRow, offered: dict[str, Any], current: Any
+        ) -> tuple[StepProof | None, str]:
+            challenge = offered.get(_FACTOR)  # taken off the step by the frame: spent
+            if not isinstance(challenge, _Challenge):
                 return None, "passkey assertion without a challenge (the user has no passkey)"
-            if offered.expires <= self.middleware.clock.time():
+            if challenge.expires <= self.middleware.clock.time():
                 return None, "passkey assertion for an expired challenge"
-            return await self._verify(user, data.credential, offered.challenge)
+            return await self._verify(user, data.credential, challenge.challenge)
 
         return await self.middleware.service(AuthService).second_step(
             ctx, data.login_options, check, mechanism="WEBAUTHN"

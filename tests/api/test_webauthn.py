@@ -5,6 +5,7 @@ the browser and its security key."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 from collections.abc import AsyncIterator
@@ -648,3 +649,52 @@ async def test_unsetting_the_secret_under_enforce_keeps_a_passkey_users_session(
         assert "SETUP_ONLY" not in me["account_attributes"]
         assert me["credentials"] == "LOGIN_TWOFACTOR"
         assert len(await c.call("auth.sessions")) == 1
+
+
+@pytest.mark.settings(auth_failure_delay=0.5)
+async def test_a_code_spends_the_passkey_challenge_at_once(daemon: InProcessDaemon) -> None:
+    """Any answer to the step spends the challenge it was offered, before its failure
+    delay: an assertion for that challenge sent while a wrong code is being answered is
+    refused (found by the attack pass: it logged in)."""
+    key = SoftAuthenticator()
+    async with daemon.admin() as admin:
+        await user_with_passkey(daemon, admin, "spent", key)
+    async with daemon.client() as c:
+        request = (await password_step(c, "spent"))["webauthn"]["options"]
+        wrong = asyncio.create_task(
+            c.call("auth.login_ex_continue", {"mechanism": "OTP_TOKEN", "otp_token": "000000"})
+        )
+        await asyncio.sleep(0)  # the code leaves first; the daemon takes frames in order
+        late = await passkey_step(c, key.assertion(request, origin=origin(daemon)))
+        assert late["response_type"] == "OTP_REQUIRED", late
+        assert (await wrong)["response_type"] == "OTP_REQUIRED"
+        with pytest.raises(ClientError) as err:
+            await c.call("auth.me")
+        assert err.value.errname == "ENOTAUTHENTICATED"
+
+
+@pytest.mark.settings(webauthn_rp_id="nas.localhost")
+async def test_origins_derived_from_the_rp_id_may_open_the_websocket(
+    daemon: InProcessDaemon,
+) -> None:
+    """With only ``webauthn_rp_id`` set, its origin (http://nas.localhost:PORT) is the
+    WebAuthn origin and an allowed Origin of the handshake (API.md §1, §12); another
+    subdomain is not."""
+    own = f"http://nas.localhost:{daemon.daemon.port}"  # type: ignore[union-attr]
+    async with open_client(daemon.url, origin=own) as c:
+        assert await c.call("core.ping") == "pong"
+    with pytest.raises(ConnectError, match="403"):
+        async with open_client(daemon.url, origin=f"http://x.nas.localhost:{daemon.daemon.port}"):  # type: ignore[union-attr]
+            pass
+
+
+async def test_a_credential_id_over_1023_bytes_is_refused(daemon: InProcessDaemon) -> None:
+    """WebAuthn L3 §7.1: such a registration fails (it would bloat every OTP_REQUIRED
+    and could never be used under the frame limit of unauthenticated calls)."""
+    async with daemon.admin() as admin:
+        await make_user(admin, "longid")
+    async with logged_in(daemon, "longid") as c:
+        with pytest.raises(ClientError) as err:
+            await register(daemon, c, "longid", SoftAuthenticator(credential_id=b"\x07" * 1024))
+        assert err.value.code == -32602 and "1023" in err.value.extra[0][1]
+        await register(daemon, c, "longid", SoftAuthenticator(credential_id=b"\x07" * 1023))
