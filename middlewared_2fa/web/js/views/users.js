@@ -12,14 +12,22 @@
 //   can be given only when the caller holds them, so the dialog offers only those.
 // - Recovery codes left come from user.twofactor_config, which answers for the caller
 //   itself or a FULL_ADMIN caller only (API.md §4, §10): one call per user with 2FA, a few
-//   at a time (a connection runs 10 calls at once, API.md §1).
+//   at a time (a connection runs 10 calls at once, API.md §1). The same answer tells
+//   whether the user has a TOTP secret (`secret_configured`): Clear 2FA removes only that
+//   secret, so a FULL_ADMIN is offered it only where there is one (a user whose second
+//   factor is a passkey has none). Other callers cannot tell and are offered it wherever
+//   2FA is configured; its dialog then says that passkeys, if any, stay.
+// - A FULL_ADMIN also gets Passkeys on other users with 2FA (API.md §12: user.webauthn_list
+//   and user.webauthn_delete answer the user themself or FULL_ADMIN): a dialog that lists
+//   the user's passkeys and removes them after a confirmation. Adding one is only for the
+//   user themself (the Passkeys card of their Two-Factor Authentication screen).
 // The server checks everything again; its refusals (EPERM, EACCES) are put in words.
 
 import { h, replace, uid } from '../dom.js';
 import { confirmDialog, openDialog } from '../dialog.js';
 import { describeError, fieldPath, sentence } from '../errors.js';
 import { formField } from '../form.js';
-import { holdsAll } from '../format.js';
+import { dateTime, holdsAll, wireMillis } from '../format.js';
 import { RpcError } from '../rpc.js';
 import { copyButton } from './parts.js';
 import { CODES_PER_SET } from './recovery.js';
@@ -398,6 +406,196 @@ function passwordStep(app, user) {
   };
 }
 
+/** A refusal of user.webauthn_list / user.webauthn_delete in words (API.md §12). */
+function passkeyRefusal(err, username) {
+  if (err instanceof RpcError && err.code === -32602 && err.extra.length) {
+    // On user_webauthn_delete.id: the last second factor while `enforce` is on.
+    const text = sentence(err.extra.map(([, message]) => message).join('; '));
+    return /last second factor/i.test(text)
+      ? `${text} To stop ${username} from logging in meanwhile, lock the account instead.`
+      : text;
+  }
+  if (err instanceof RpcError && err.errname === 'EPERM' && !/whose roles|account changed/i.test(err.message)) {
+    return `Only a full administrator (FULL_ADMIN) or ${username} can see and remove the passkeys of ${username}.`;
+  }
+  return explain(err, username);
+}
+
+/** "a passkey (Laptop)" / "2 passkeys (Laptop, YubiKey)". */
+function passkeyWords(entries) {
+  const names = entries.map((entry) => `“${entry.name}”`).join(', ');
+  return entries.length === 1 ? `a passkey (${names})` : `${entries.length} passkeys (${names})`;
+}
+
+/**
+ * The Passkeys dialog of another user (FULL_ADMIN, API.md §12): their passkeys by name,
+ * when each was added and last used, and Remove, which asks first in the same dialog
+ * (Cancel or Escape go back to the list). secretConfigured(): whether the user has a TOTP
+ * secret (true, false, or undefined/null when not known), for the last-factor warning.
+ * onChange(): after each removal (the Users table reads the user again). Resolves when the
+ * dialog is closed.
+ */
+async function userPasskeysDialog(app, user, { secretConfigured = () => null, onChange = () => {} } = {}) {
+  const name = user.username;
+  const list = h('div', { class: 'table-wrap' }, h('p', { class: 'muted', text: `Loading the passkeys of ${name}…` }));
+  const status = h('p', { class: 'muted passkeys-status', role: 'status' });
+  let entries = null;
+  let failure = null;
+  let dialogCtx = null;
+
+  async function load() {
+    try {
+      entries = await app.rpc.call('user.webauthn_list', [name]);
+      failure = null;
+    } catch (err) {
+      failure = passkeyRefusal(err, name);
+    }
+    render();
+  }
+
+  function render() {
+    const alert = failure ? h('p', { class: 'form-error', role: 'alert', text: failure }) : null;
+    if (!entries) {
+      if (alert) replace(list, alert);
+      return;
+    }
+    const rows = entries.map((entry) => {
+      const remover = h('button', {
+        type: 'button',
+        class: 'button button-danger-outline button-small',
+        text: 'Remove',
+        'aria-label': `Remove ${entry.name}`,
+        dataset: { passkeyId: String(entry.id) },
+      });
+      remover.addEventListener('click', () => {
+        if (dialogCtx) dialogCtx.render(confirmStep(entry));
+      });
+      return {
+        attrs: { dataset: { passkeyId: String(entry.id) } },
+        cells: [
+          entry.name,
+          dateTime(wireMillis(entry.created_at)),
+          entry.last_used_at ? dateTime(wireMillis(entry.last_used_at)) : 'Never',
+          h('div', { class: 'row-actions' }, remover),
+        ],
+      };
+    });
+    replace(
+      list,
+      alert,
+      rows.length
+        ? stackedTable({
+            columns: [
+              { label: 'Name', className: 'cell-name' },
+              { label: 'Added' },
+              { label: 'Last used' },
+              { label: 'Actions', className: 'cell-actions' },
+            ],
+            rows,
+            caption: `Passkeys of ${name}`,
+            className: 'passkeys-table',
+          })
+        : h('p', { class: 'muted', text: 'No passkeys.' }),
+    );
+  }
+
+  /** The list; `focusId`: the passkey whose Remove gets the focus (else the first, or Close). */
+  function listStep(focusId) {
+    return {
+      title: `Passkeys of ${name}`,
+      body: (ctx) => {
+        dialogCtx = ctx;
+        status.textContent = '';
+        return [
+          h('p', {
+            text:
+              `The passkeys that ${name} logs in with as a second factor. Only ${name} can add ` +
+              'one, on their own Two-Factor Authentication screen.',
+          }),
+          list,
+          status,
+        ];
+      },
+      actions: [{ label: 'Close', kind: 'secondary', value: null }],
+      initialFocus:
+        focusId === undefined
+          ? null
+          : (dialog) =>
+              dialog.querySelector(`.passkeys-table button[data-passkey-id="${focusId}"]`) ||
+              dialog.querySelector('.passkeys-table button[data-passkey-id]') ||
+              dialog.querySelector('.dialog-actions button'),
+    };
+  }
+
+  function confirmStep(entry) {
+    const last = secretConfigured() === false && entries && entries.length === 1;
+    const back = (ctx) => {
+      ctx.render(listStep(entry.id));
+      return false;
+    };
+    return {
+      title: `Remove ${entry.name}?`,
+      body: () => [
+        h('p', { text: `The passkey “${entry.name}” will no longer log ${name} in.` }),
+        h('p', {
+          text: `All sessions of ${name} end now: they must log in again. Their API keys keep working.`,
+        }),
+        last
+          ? h('p', {
+              class: 'note note-warn',
+              role: 'note',
+              text:
+                `It is the last second factor of ${name}: logging in will need only the ` +
+                'password, and their recovery codes stop working.',
+            })
+          : null,
+      ],
+      actions: [
+        {
+          label: 'Cancel',
+          kind: 'secondary',
+          run: (ctx) => {
+            back(ctx);
+            return undefined;
+          },
+        },
+        {
+          label: 'Remove',
+          kind: 'danger',
+          run: async (ctx) => {
+            let gone = false;
+            try {
+              await app.rpc.call('user.webauthn_delete', [name, entry.id]);
+            } catch (err) {
+              if (!(err instanceof RpcError && err.errname === 'ENOENT')) {
+                ctx.setError(passkeyRefusal(err, name));
+                return undefined;
+              }
+              gone = true; // removed meanwhile (or the user is gone: the list says so)
+            }
+            const index = entries.findIndex((e) => e.id === entry.id);
+            const next = entries[index + 1] || entries[index - 1] || null;
+            await load();
+            onChange();
+            ctx.render(listStep(next ? next.id : null));
+            // Set after the list is back, so that the status region announces it.
+            status.textContent = gone
+              ? `The passkey “${entry.name}” was removed already.`
+              : `Passkey “${entry.name}” removed. The sessions of ${name} have ended.`;
+            return undefined;
+          },
+        },
+      ],
+      onCancel: back,
+      initialFocus: (dialog) => dialog.querySelector('.dialog-actions .button-secondary'),
+    };
+  }
+
+  const closed = openDialog({ ...listStep(), wide: true });
+  load();
+  await closed;
+}
+
 export function usersView(app) {
   const titleId = uid('users-title');
   const title = h('h2', { class: 'card-title', id: titleId });
@@ -431,6 +629,8 @@ export function usersView(app) {
   const users = new Map();
   /** username -> unused recovery codes (a number), or null when it cannot be read */
   const counts = new Map();
+  /** username -> whether the user has a TOTP secret, or null when it cannot be read (same call) */
+  const secrets = new Map();
   let loaded = false;
   let loading = null;
   let staleWhileLoading = false;
@@ -442,6 +642,18 @@ export function usersView(app) {
   /** user.twofactor_config answers for the caller itself or FULL_ADMIN (API.md §4). */
   const showsCounts = () => app.isFullAdmin || !app.canReadAccounts;
   const mayCount = (user) => user.twofactor_auth_configured && (isSelf(user) || app.isFullAdmin);
+  /**
+   * Clear 2FA removes the TOTP secret only: where user.twofactor_config tells (FULL_ADMIN),
+   * it is offered once the answer says there is a secret (or could not be read); else
+   * wherever 2FA is configured.
+   */
+  const offersClear = (user) => {
+    if (!user.twofactor_auth_configured || isSelf(user) || !canChange(user)) return false;
+    if (!showsCounts() || !mayCount(user)) return true;
+    return secrets.has(user.username) && secrets.get(user.username) !== false;
+  };
+  /** user.webauthn_list / _delete answer the user themself or FULL_ADMIN (API.md §12). */
+  const offersPasskeys = (user) => app.isFullAdmin && user.twofactor_auth_configured && !isSelf(user);
 
   addButton.addEventListener('click', () => {
     openDialog(userFormStep(app, null, (entry) => {
@@ -478,30 +690,50 @@ export function usersView(app) {
     const todo = list.filter((user) => {
       if (mayCount(user)) return true;
       counts.delete(user.username);
+      secrets.delete(user.username);
       return false;
     });
     const worker = async () => {
       while (todo.length && !destroyed) {
         const user = todo.shift();
+        const offered = offersClear(users.get(user.id) || user);
         try {
           const config = await app.rpc.call('user.twofactor_config', [user.username]);
           counts.set(user.username, Number(config.recovery_codes_remaining));
+          secrets.set(user.username, Boolean(config.secret_configured));
         } catch (err) {
           counts.set(user.username, null); // e.g. EACCES: this session used one factor
+          secrets.set(user.username, null);
         }
-        if (!destroyed) renderCount(user);
+        if (destroyed) continue;
+        renderCount(user);
+        const current = users.get(user.id);
+        if (current && offersClear(current) !== offered) renderActions(current);
       }
     };
     await Promise.all(Array.from({ length: COUNT_CALLS }, worker));
   }
 
-  function setUser(entry) {
+  /**
+   * Put `entry` in the table. recount: read user.twofactor_config again even when the
+   * entry's 2FA flag did not change (a change event: a secret may have been added or
+   * removed beside a passkey, which the UserEntry does not show).
+   */
+  function setUser(entry, { recount = false } = {}) {
     if (!entry || !loaded) return;
     const old = users.get(entry.id);
     users.set(entry.id, entry);
-    if (old && old.username !== entry.username) counts.delete(old.username);
+    if (old && old.username !== entry.username) {
+      counts.delete(old.username);
+      secrets.delete(old.username);
+    }
     render();
-    if (!old || old.twofactor_auth_configured !== entry.twofactor_auth_configured || old.username !== entry.username) {
+    if (
+      !old ||
+      recount ||
+      old.twofactor_auth_configured !== entry.twofactor_auth_configured ||
+      old.username !== entry.username
+    ) {
       loadCounts([entry]);
     }
   }
@@ -511,13 +743,15 @@ export function usersView(app) {
     if (!old) return;
     users.delete(id);
     counts.delete(old.username);
+    secrets.delete(old.username);
     render();
   }
 
+  /** Read user `id` again (after a change of its second factors made here). */
   async function refreshUser(id) {
     try {
       const [entry] = await app.rpc.call('user.query', [[['id', '=', id]]]);
-      if (entry) setUser(entry);
+      if (entry) setUser(entry, { recount: true });
       else removeUser(id);
     } catch (err) {
       // The user.query event brings the change too.
@@ -534,6 +768,17 @@ export function usersView(app) {
   function renderCount(user) {
     const cell = body.querySelector(`tr[data-user-id="${user.id}"] .recovery-cell`);
     if (cell) cell.textContent = countText(user);
+  }
+
+  /** Re-draw the actions of `user`'s row only (the keyboard focus stays on the same action). */
+  function renderActions(user) {
+    const cell = body.querySelector(`tr[data-user-id="${user.id}"] td.cell-actions`);
+    if (!cell) return;
+    const active = document.activeElement;
+    const kept = active && cell.contains(active) ? active.dataset.action : null;
+    const actions = actionsOf(user);
+    replace(cell, actions.length ? h('div', { class: 'cell-value' }, h('div', { class: 'row-actions' }, actions)) : null);
+    if (kept) focusRow(user.username, kept);
   }
 
   function actionButton(user, action, text, label, kind, run) {
@@ -575,9 +820,19 @@ export function usersView(app) {
             : actionButton(user, 'lock', 'Lock', `Lock ${name}`, 'button-secondary', () => setLocked(user, true)),
         );
       }
-      if (user.twofactor_auth_configured && !self) {
+      if (offersClear(user)) {
         buttons.push(
           actionButton(user, 'clear-2fa', 'Clear 2FA', `Clear 2FA for ${name}`, 'button-secondary', () => clear2fa(user)),
+        );
+      }
+      if (offersPasskeys(user)) {
+        buttons.push(
+          actionButton(user, 'passkeys', 'Passkeys', `Passkeys of ${name}`, 'button-secondary', () =>
+            userPasskeysDialog(app, user, {
+              secretConfigured: () => secrets.get(name),
+              onChange: () => refreshUser(user.id),
+            }),
+          ),
         );
       }
       if (!user.locked && !self) {
@@ -625,21 +880,53 @@ export function usersView(app) {
     }
   }
 
+  /**
+   * Clear 2FA: user.unset_2fa_secret removes the TOTP secret only (API.md §4); passkeys
+   * stay (API.md §12). A FULL_ADMIN's dialog reads the user's passkeys when it opens and
+   * says which stay; other callers cannot read them, and the dialog says so.
+   */
   async function clear2fa(user) {
+    const name = user.username;
+    const weaker =
+      'logging in then needs only the password, which reduces the security of the account. ' +
+      'Their recovery codes stop working too (a user without a second factor keeps none).';
+    const passkeyNote = h('p', { role: 'status' });
+    let kept = null; // the passkeys that stay, when read
+    if (app.isFullAdmin) {
+      passkeyNote.textContent = `Looking for passkeys of ${name}…`;
+      app.rpc.call('user.webauthn_list', [name]).then(
+        (entries) => {
+          kept = entries;
+          passkeyNote.textContent = entries.length
+            ? `${name} keeps ${passkeyWords(entries)}: logging in still needs the password and a ` +
+              `passkey, and their recovery codes keep working. To remove passkeys, use Passkeys ` +
+              `in the row of ${name}.`
+            : `${name} has no passkeys: ${weaker}`;
+        },
+        (err) => {
+          passkeyNote.textContent =
+            `The passkeys of ${name} cannot be read: ${passkeyRefusal(err, name)} Passkeys, if any, stay.`;
+        },
+      );
+    } else {
+      passkeyNote.textContent =
+        'Passkeys, if any, stay; only a full administrator or the user can remove them. ' +
+        `Without a passkey, ${weaker}`;
+    }
     const value = await openDialog({
-      title: `Clear 2FA for ${user.username}?`,
+      title: `Clear 2FA for ${name}?`,
       body: () => [
         h('p', {
           text:
-            `This removes the two-factor secret of ${user.username}: logging in then needs only ` +
-            'the password, which reduces the security of the account. Their other sessions end.',
+            `This removes the TOTP secret of ${name}: the codes of their authenticator app no ` +
+            'longer log them in. All of their sessions end; their API keys keep working.',
         }),
+        passkeyNote,
         h('p', {
           class: 'muted',
           text:
-            'When two-factor authentication is enabled globally, they are asked to set up a new ' +
-            'secret at their next login. Their recovery codes stop working too (a user without a ' +
-            'second factor keeps none).',
+            'When two-factor authentication is enabled globally and no second factor is left, ' +
+            `${name} is asked to set one up at their next login.`,
         }),
       ],
       actions: [
@@ -649,9 +936,9 @@ export function usersView(app) {
           kind: 'danger',
           run: async (ctx) => {
             try {
-              await app.rpc.call('user.unset_2fa_secret', [user.username]);
+              await app.rpc.call('user.unset_2fa_secret', [name]);
             } catch (err) {
-              ctx.setError(explain(err, user.username));
+              ctx.setError(explain(err, name));
               return undefined;
             }
             return 'cleared';
@@ -661,7 +948,12 @@ export function usersView(app) {
       initialFocus: (dialog) => dialog.querySelector('.button-secondary'),
     });
     if (value === 'cleared') {
-      app.toast(`Two-factor authentication of ${user.username} is cleared.`, 'ok');
+      app.toast(
+        kept && kept.length
+          ? `The TOTP secret of ${name} is removed; their passkeys stay.`
+          : `The TOTP secret of ${name} is removed.`,
+        'ok',
+      );
       await refreshUser(user.id);
     }
   }
@@ -702,7 +994,8 @@ export function usersView(app) {
 
   /** Focus the button `action` of `username`'s row (or its counterpart, or the row's first). */
   function focusRow(username, action) {
-    const counterpart = { lock: 'unlock', unlock: 'lock' }[action];
+    // After Clear 2FA of a user who keeps passkeys, the Passkeys action is the next step.
+    const counterpart = { lock: 'unlock', unlock: 'lock', 'clear-2fa': 'passkeys' }[action];
     const rowButtons = [...body.querySelectorAll('button[data-action]')].filter((b) => b.dataset.username === username);
     const target =
       rowButtons.find((b) => b.dataset.action === action) ||
@@ -790,7 +1083,7 @@ export function usersView(app) {
         return;
       }
       if (msg === 'removed') removeUser(id);
-      else if (fields) setUser(fields);
+      else if (fields) setUser(fields, { recount: true });
     },
     destroy() {
       destroyed = true;
