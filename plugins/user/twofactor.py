@@ -282,6 +282,12 @@ class UserTwoFactor:
                 removed).
         """
         config = await self.middleware.service(TwoFactorService).get_config()
+        current = await self._named(ctx, username, write_role="ACCOUNT_WRITE")
+        if current.totp_secret is None:
+            # Nothing to remove: no credential changes, so no session ends (a passkey-only
+            # user must not be logged out by an administrator's "Clear 2FA").
+            await self._require_second_factor_session(ctx)
+            return
 
         async def make(row: UserRow) -> SecretChange:
             extra: dict[str, Any] = {}

@@ -698,3 +698,17 @@ async def test_a_credential_id_over_1023_bytes_is_refused(daemon: InProcessDaemo
             await register(daemon, c, "longid", SoftAuthenticator(credential_id=b"\x07" * 1024))
         assert err.value.code == -32602 and "1023" in err.value.extra[0][1]
         await register(daemon, c, "longid", SoftAuthenticator(credential_id=b"\x07" * 1023))
+
+
+async def test_unsetting_an_absent_secret_ends_no_session(daemon: InProcessDaemon) -> None:
+    """``user.unset_2fa_secret`` of a passkey-only user removes nothing and ends nothing
+    (it logged the user out before: found in the UI work)."""
+    key = SoftAuthenticator()
+    async with daemon.admin() as admin:
+        await user_with_passkey(daemon, admin, "nosecret", key)
+        async with daemon.client() as c:
+            request = (await password_step(c, "nosecret"))["webauthn"]["options"]
+            await passkey_step(c, key.assertion(request, origin=origin(daemon)))
+            assert await admin.call("user.unset_2fa_secret", "nosecret") is None
+            assert (await c.call("auth.me"))["pw_name"] == "nosecret"
+            assert len(await c.call("user.webauthn_list", "nosecret")) == 1
