@@ -493,10 +493,7 @@ async def _login_steps(client: Client, args: argparse.Namespace, stdin: TextIO) 
         if code is None:
             notice = ""
             if passkeys:
-                notice = (
-                    "midclt2fa: this account has passkeys, which only a browser can use; "
-                    "enter a code from the authenticator app or a recovery code\n"
-                )
+                notice = PASSKEY_NOTICE + "\n"
                 passkeys = False
             if failure is not None:
                 why = failure.removeprefix("login failed: ")
@@ -505,10 +502,10 @@ async def _login_steps(client: Client, args: argparse.Namespace, stdin: TextIO) 
             try:
                 code = await prompt(notice + "One-time code or recovery code: ", echo=True)
             except NoTerminal:
-                raise Failure(
-                    failure
-                    or "login failed: a one-time code or recovery code is required (use --otp)"
-                ) from None
+                needed = "login failed: a one-time code or recovery code is required (use --otp)"
+                if "webauthn" in resp:
+                    needed += "; " + PASSKEY_NOTICE.removeprefix("midclt2fa: ")
+                raise Failure(failure or needed) from None
             if code is None:
                 raise Failure(failure or "login cancelled: no one-time code given")
         resp = await client.call(
@@ -525,6 +522,13 @@ async def _login_steps(client: Client, args: argparse.Namespace, stdin: TextIO) 
         )
         raise Failure(f"login failed: {reason}, too many times; log in again from the password")
     return dict(resp)
+
+
+#: Said once for an account with passkeys (API.md §12), which need a browser.
+PASSKEY_NOTICE = (
+    "midclt2fa: this account has passkeys, which only a browser can use; enter a code from "
+    "the authenticator app or a recovery code (scripts log in with an API key: -K)"
+)
 
 
 async def _otp_failure_text(client: Client) -> str:

@@ -160,7 +160,10 @@ class WebauthnSettings(BaseModel):
         except ValueError:
             pass
         else:
-            raise ValueError("must be a host name: browsers refuse an IP address as rp id")
+            raise ValueError(
+                "must be a host name: browsers refuse an IP address as rp id (give the NAS "
+                "a name in DNS or in the clients' hosts files)"
+            )
         labels = value.split(".")
         if len(value) > 253 or not all(
             0 < len(label) <= 63
@@ -191,7 +194,7 @@ class WebauthnSettings(BaseModel):
                     f"{origin[:100]!r} is not a browser origin: scheme://host[:port], "
                     "e.g. https://nas.example.com"
                 )
-            if parts.scheme == "http" and parts.hostname != "localhost":
+            if parts.scheme == "http" and not _is_localhost(parts.hostname):
                 raise ValueError(
                     f"{origin[:100]!r}: browsers allow WebAuthn over http only on "
                     "localhost; use https (tls = true)"
@@ -320,17 +323,35 @@ class WebauthnService(Service):
         self._counts: Counter[int] = Counter()
         #: Registration in progress per session id.
         self._registrations: dict[str, _Registration] = {}
+        self._check_relying_party()
+
+    def _check_relying_party(self) -> None:
+        """Refuse, at start-up, settings with which no browser could use a passkey.
+
+        Raises:
+            StartupError: an origin that is not on the (configured or derived) rp id or
+                a subdomain of it (WebAuthn L3 §5.1.4.1); a ``webauthn_rp_id`` other than
+                localhost whose derived origin would be plain http (browsers allow
+                WebAuthn only in a secure context).
+        """
+        rp_id, origins = self.relying_party()
+        for origin in self.settings.webauthn_origins:
+            host = urlsplit(origin).hostname or ""
+            if host != rp_id and not host.endswith("." + rp_id):
+                raise StartupError(
+                    f"invalid settings: webauthn_origins: {origin[:100]!r} is not on the rp "
+                    f"id {rp_id!r} or a subdomain of it; set webauthn_rp_id to the name "
+                    "users reach the UI by (docs/passkeys.md)"
+                )
+        if self.settings.webauthn_rp_id and not self.settings.webauthn_origins:
+            if not _is_localhost(rp_id) and not self.middleware.settings.tls:
+                raise StartupError(
+                    f"invalid settings: webauthn_rp_id {rp_id!r} needs tls = true: browsers "
+                    "allow passkeys over http only on localhost (or set webauthn_origins to "
+                    "the https origin of a reverse proxy; docs/passkeys.md)"
+                )
 
     async def setup(self) -> None:
-        rp_id = self.settings.webauthn_rp_id
-        if rp_id:
-            for origin in self.settings.webauthn_origins:
-                host = urlsplit(origin).hostname or ""
-                if host != rp_id and not host.endswith("." + rp_id):
-                    raise StartupError(
-                        f"webauthn_origins: {origin[:100]!r} is not on the rp id "
-                        f"{rp_id!r} or a subdomain of it (WebAuthn L3 §5.1.4.1)"
-                    )
         rows = await self.middleware.db.fetch_all(
             "SELECT user_id, count(*) FROM webauthn_credentials GROUP BY user_id"
         )
@@ -338,6 +359,21 @@ class WebauthnService(Service):
         # Every WebAuthn origin, configured or derived from webauthn_rp_id, is an allowed
         # Origin for the WebSocket too (API.md §1, §12).
         self.middleware.origin_providers.append(lambda: set(self.relying_party()[1]))
+
+    async def start(self) -> None:
+        rp_id, origins = self.relying_party()
+        logger.info("passkeys: rp id %s, origins %s", rp_id, ", ".join(origins))
+        insecure = [
+            o
+            for o in origins
+            if o.startswith("http://") and not _is_localhost(urlsplit(o).hostname)
+        ]
+        if insecure:
+            logger.warning(
+                "passkeys cannot work at %s: browsers allow WebAuthn over http only on "
+                "localhost; turn tls on to use them by that name (docs/passkeys.md)",
+                ", ".join(insecure),
+            )
 
     # -- the relying party ---------------------------------------------------------------
 
@@ -804,6 +840,13 @@ class WebauthnService(Service):
             self._counts.pop(old.id, None)
             for key in [k for k, r in self._registrations.items() if r.user_id == old.id]:
                 del self._registrations[key]
+
+
+def _is_localhost(name: str | None) -> bool:
+    """``localhost`` or a name under it: a secure context over plain http (W3C Secure
+    Contexts §3.2, RFC 6761 §6.3), where browsers allow WebAuthn without TLS."""
+    name = (name or "").lower().rstrip(".")
+    return name == "localhost" or name.endswith(".localhost")
 
 
 def _transports(credential: dict[str, Any]) -> list[str]:

@@ -712,3 +712,34 @@ async def test_unsetting_an_absent_secret_ends_no_session(daemon: InProcessDaemo
             assert await admin.call("user.unset_2fa_secret", "nosecret") is None
             assert (await c.call("auth.me"))["pw_name"] == "nosecret"
             assert len(await c.call("user.webauthn_list", "nosecret")) == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"webauthn_origins": ["https://nas.example.com"]}, "not on the rp id 'localhost'"),
+        ({"webauthn_rp_id": "nas.example.com"}, "needs tls = true"),
+    ],
+)
+async def test_settings_no_browser_could_use_stop_the_start(
+    tmp_path: Path, clock: FrozenClock, overrides: dict[str, Any], match: str
+) -> None:
+    """Found in the new-user trial: an origin off the derived rp id (only
+    ``webauthn_origins`` set), and an rp id other than localhost without TLS (its origin
+    would be plain http), started and left passkeys unusable; now the start fails and
+    says what to set."""
+    daemon = InProcessDaemon(tmp_path, clock, overrides)
+    with pytest.raises(StartupError, match=match):
+        await daemon.start()
+    await daemon.stop()
+
+
+async def test_the_relying_party_in_effect_is_logged(
+    daemon: InProcessDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Start-up names the rp id and origins in effect (an administrator debugging a
+    refused passkey needs them)."""
+    caplog.set_level("INFO")
+    await daemon.restart()
+    port = daemon.daemon.port  # type: ignore[union-attr]
+    assert f"passkeys: rp id localhost, origins http://localhost:{port}" in caplog.messages

@@ -474,7 +474,8 @@ def test_otp_prompt_says_passkeys_need_a_browser(midclt: Midclt) -> None:
         first = term.expect("One-time code or recovery code: ")
         assert first == (
             "midclt2fa: this account has passkeys, which only a browser can use; enter a "
-            "code from the authenticator app or a recovery code\r\n"
+            "code from the authenticator app or a recovery code (scripts log in with an "
+            "API key: -K)\r\n"
             "One-time code or recovery code: "
         ), first
         term.send(recovery + "\n")
@@ -484,6 +485,14 @@ def test_otp_prompt_says_passkeys_need_a_browser(midclt: Midclt) -> None:
         assert (me["pw_name"], me["credentials"]) == ("cli_pk", "LOGIN_TWOFACTOR")
     finally:
         term.close()
+    # Without a terminal the failure says the same.
+    done = midclt("-u", midclt.daemon.url, "-U", "cli_pk", "-P", "pw-pk", "call", "auth.me")
+    assert done.returncode == 1
+    assert done.stderr == (
+        "midclt2fa: login failed: a one-time code or recovery code is required (use --otp); "
+        "this account has passkeys, which only a browser can use; enter a code from the "
+        "authenticator app or a recovery code (scripts log in with an API key: -K)\n"
+    )
 
 
 # -- subscribe and qr ------------------------------------------------------------------
