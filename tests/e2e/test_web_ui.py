@@ -257,6 +257,9 @@ def test_admin_enables_2fa_then_a_user_enrols_and_logs_in_with_a_code(
     open_settings(admin, "Advanced Settings")
     enabled = admin.get_by_label("Enable Two-Factor Authentication Globally")
     expect(enabled).not_to_be_checked()
+    expect(field_of(admin, "Enable Two-Factor Authentication Globally")).to_contain_text(
+        "Users with a second factor (an authenticator app or a passkey) must use it at every login."
+    )
     enabled.check()
     admin.get_by_label("Window", exact=True).fill("1")
     expect(field_of(admin, "Window")).to_contain_text("codes up to 30 s early or late")
@@ -400,10 +403,12 @@ def test_unset_asks_for_confirmation_and_the_next_login_needs_no_code(
     status = two_factor_screen(page)
     expect(status).to_contain_text("active for your account")
 
+    expect(page.locator("main .recovery-count")).to_have_text("0 of 10 left")
     unset = page.get_by_role("button", name="Unset 2FA Secret")
     unset.click()
     dialog = page.get_by_role("dialog", name="Unset 2FA Secret")
     expect(dialog).to_contain_text("reduces the security of your account")
+    expect(dialog).not_to_contain_text("recovery codes")  # carol has none
     expect(dialog).to_contain_text("asked to set it up again at your next login")
     shots.page(page, "unset-dialog")
     dialog.get_by_role("button", name="Cancel").click()

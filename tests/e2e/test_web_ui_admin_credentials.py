@@ -183,8 +183,8 @@ def test_admin_lists_filters_and_adds_users(
     expect(alice).to_contain_text("Active")
     expect(alice.get_by_role("button", name="Clear 2FA for alice")).to_have_count(0)
     carol = user_row(page, "carol")
-    expect(carol).to_contain_text("Configured")
     expect(carol.locator(".recovery-cell")).to_have_text("10 of 10 left")
+    expect(carol.locator(".twofactor-cell")).to_have_text("Configured (app)")
     expect(carol.get_by_role("button", name="Clear 2FA for carol", exact=True)).to_be_visible()
     own = user_row(page, "admin")
     expect(own).to_contain_text("FULL_ADMIN")
@@ -349,6 +349,10 @@ def test_admin_clears_2fa_and_makes_a_one_time_password(
     clear.click()
     dialog = page.get_by_role("dialog", name="Clear 2FA for frank?")
     expect(dialog).to_contain_text("reduces the security of the account")
+    expect(dialog.get_by_role("status")).to_have_text(
+        "frank has no passkeys: logging in then needs only the password, which reduces the "
+        "security of the account."
+    )  # frank has no recovery codes: nothing about them
     expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
     shots.page(page, "clear-2fa", full_page=False)
     dialog.get_by_role("button", name="Cancel").click()

@@ -170,9 +170,11 @@ def test_admin_sees_and_removes_a_users_passkeys(
     open_settings(page, "Users")
     rosa = user_row(page, "rosa")
     sam = user_row(page, "sam")
-    expect(rosa).to_contain_text("Configured")
     codes_loaded(rosa)
     codes_loaded(sam)
+    # Which kind of second factor: Passkeys, or Clear 2FA, applies.
+    expect(rosa.locator(".twofactor-cell")).to_have_text("Configured (passkey)")
+    expect(sam.locator(".twofactor-cell")).to_have_text("Configured (app)")
     expect(rosa.get_by_role("button")).to_have_text(
         ["Edit", "Lock", "Passkeys", "One-Time Password", "Delete"]
     )
@@ -235,9 +237,8 @@ def test_admin_sees_and_removes_a_users_passkeys(
     dialog.get_by_role("button", name="Remove Laptop").click()
     confirm = page.get_by_role("dialog", name="Remove Laptop?")
     expect(confirm.get_by_role("note")).to_have_text(
-        "It is the last second factor of rosa: logging in will need only the password, "
-        "and their recovery codes stop working."
-    )
+        "It is the last second factor of rosa: logging in will need only the password."
+    )  # rosa has no recovery codes: nothing about them
     shots.page(page, "remove-last-passkey", full_page=False)
     confirm.get_by_role("button", name="Remove", exact=True).click()
     expect(dialog).to_contain_text("No passkeys.")
@@ -247,7 +248,7 @@ def test_admin_sees_and_removes_a_users_passkeys(
 
     page.keyboard.press("Enter")
     no_dialog(page)
-    expect(rosa).to_contain_text("Not configured")
+    expect(rosa.locator(".twofactor-cell")).to_have_text("Not configured")
     expect(rosa.locator(".recovery-cell")).to_have_text("—")
     expect(opener).to_have_count(0)
     expect(rosa.get_by_role("button", name="Edit rosa", exact=True)).to_be_focused()
@@ -274,11 +275,12 @@ def test_clear_2fa_removes_the_secret_and_says_that_passkeys_stay(
     dialog = page.get_by_role("dialog", name="Clear 2FA for tess?")
     expect(dialog).to_contain_text("This removes the TOTP secret of tess")
     expect(dialog.get_by_role("status")).to_have_text(
-        "tess keeps a passkey (“Phone”): logging in still needs the password and a passkey, "
-        "and their recovery codes keep working. To remove passkeys, use Passkeys in the row "
-        "of tess."
-    )
+        "tess keeps a passkey (“Phone”): logging in still needs the password and a passkey. "
+        "To remove passkeys, use Passkeys in the row of tess."
+    )  # tess has no recovery codes and keeps a second factor: neither is spoken of
     expect(dialog).not_to_contain_text("reduces the security")
+    expect(dialog).not_to_contain_text("recovery codes")
+    expect(dialog).not_to_contain_text("set one up")
     expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
     assert page.evaluate(FITS)
     assert dialog.evaluate(DIALOG_FITS)
@@ -293,7 +295,7 @@ def test_clear_2fa_removes_the_secret_and_says_that_passkeys_stay(
     expect(clear).to_have_count(0)
     passkeys = tess.get_by_role("button", name="Passkeys of tess", exact=True)
     expect(passkeys).to_be_focused()
-    expect(tess).to_contain_text("Configured")
+    expect(tess.locator(".twofactor-cell")).to_have_text("Configured (passkey)")
     assert secret_configured(daemon, "tess") is False
     assert [p["name"] for p in passkeys_of(daemon, "tess")] == ["Phone"]
     assert user_entry(daemon, "tess")["twofactor_auth_configured"] is True
@@ -320,7 +322,7 @@ def test_an_account_writer_gets_no_passkeys_action(daemon: SubprocessDaemon, pag
     page = logged_in(pages, daemon, "uma", PASSWORD)
     open_settings(page, "Users")
     vic = user_row(page, "vic")
-    expect(vic).to_contain_text("Configured")
+    expect(vic.locator(".twofactor-cell")).to_have_text("Configured")  # the kind is not known
     expect(vic.get_by_role("button")).to_have_text(
         ["Edit", "Lock", "Clear 2FA", "One-Time Password", "Delete"]
     )
@@ -331,6 +333,10 @@ def test_an_account_writer_gets_no_passkeys_action(daemon: SubprocessDaemon, pag
     dialog = page.get_by_role("dialog", name="Clear 2FA for vic?")
     expect(dialog).to_contain_text("This removes the TOTP secret of vic")
     expect(dialog.get_by_role("status")).to_contain_text(NOT_FULL_ADMIN)
+    # Neither recovery codes nor passkeys can be read here: "if any".
+    expect(dialog.get_by_role("status")).to_contain_text(
+        "which reduces the security of the account, and their recovery codes, if any, stop working."
+    )
     dialog.get_by_role("button", name="Cancel").click()
     no_dialog(page)
     assert len(passkeys_of(daemon, "vic")) == 1

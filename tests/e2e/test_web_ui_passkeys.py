@@ -45,8 +45,13 @@ pytestmark = [pytest.mark.slow]
 expect.set_options(timeout=30_000)
 
 PHONE: ViewportSize = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 #: True when the page does not scroll sideways.
 FITS = "document.documentElement.scrollWidth <= window.innerWidth"
+#: True when the open dialog does not scroll sideways.
+DIALOG_FITS = (
+    "(d) => d.scrollWidth <= d.clientWidth && d.getBoundingClientRect().right <= innerWidth"
+)
 #: A security key with a built-in PIN or fingerprint that always says yes.
 VIRTUAL_KEY = {
     "protocol": "ctap2",
@@ -63,8 +68,13 @@ delete PublicKeyCredential.parseCreationOptionsFromJSON;
 delete PublicKeyCredential.parseRequestOptionsFromJSON;
 delete PublicKeyCredential.prototype.toJSON;
 """
-#: The card's (and the login step's) words for a page at an IP address.
-HOST_NAME_NOTE = "Passkeys need the UI opened by host name: http://localhost:{port}/ui/"
+#: The card's (and the login step's) words for a page at an IP address; the address is a link.
+HOST_NAME_NOTE = (
+    "Passkeys don't work when this page is opened by IP address (browsers refuse them). "
+    "Open http://localhost:{port}/ui/ instead."
+)
+#: Above the code field of a login step that offers a passkey.
+CODE_TOO = "Or, if you also use an authenticator app or have recovery codes:"
 
 
 # -- the daemon and helpers -------------------------------------------------------------------
@@ -179,7 +189,7 @@ def no_dialog(page: Page) -> None:
 
 def skip_setup_prompt(page: Page) -> None:
     prompt = page.get_by_role("dialog", name="Set Up Two-Factor Authentication")
-    expect(prompt).to_contain_text("You can also add a passkey")
+    expect(prompt).to_contain_text(re.compile("passkey", re.IGNORECASE))
     prompt.get_by_role("button", name="Skip").click()
     page.get_by_role("dialog", name="Skip Two-Factor Setup?").get_by_role(
         "button", name="Skip Setup"
@@ -199,10 +209,14 @@ def add_passkey(page: Page, name: str) -> None:
 
 def use_passkey(page: Page) -> None:
     """The second step with a passkey offered: check it leads, then press it."""
-    expect(page.get_by_role("heading", name="Passkey or Code")).to_be_visible()
+    expect(page.get_by_role("heading", name="Passkey", exact=True)).to_be_visible()
+    expect(page.locator(".card-subtitle")).to_contain_text("Use your passkey.")
+    expect(page.locator(".card-subtitle")).not_to_contain_text("authenticator app")
     button = page.get_by_role("button", name="Use a passkey")
     expect(button).to_be_focused()
-    expect(page.get_by_label("One-time code", exact=True)).to_be_visible()  # the code stays
+    expect(page.get_by_text(CODE_TOO)).to_be_visible()  # the code stays, as the second way
+    expect(page.get_by_label("One-time code", exact=True)).to_be_visible()
+    expect(page.get_by_role("button", name="Use a recovery code")).to_be_visible()
     button.click()
 
 
@@ -216,7 +230,8 @@ def said(pages: Pages, page: Page) -> str:
 def test_a_user_adds_logs_in_with_and_removes_a_passkey(
     daemon: SubprocessDaemon, pages: Pages, shots: Screenshots
 ) -> None:
-    """A user without a second factor adds a passkey (a bad name is refused at its field,
+    """A user without a second factor is offered a passkey by the setup prompt (Add a
+    Passkey opens the card's dialog) and adds one (a bad name is refused at its field,
     the same key twice in the dialog), which makes 2FA apply: the next login offers "Use
     a passkey" and ends in a LOGIN_TWOFACTOR session with second factor WEBAUTHN. A key
     that does not hold the passkey gets nothing from the browser; one that holds its id
@@ -227,7 +242,23 @@ def test_a_user_adds_logs_in_with_and_removes_a_passkey(
     page, cdp = open_page(pages, daemon)
     first_key = add_key(cdp)
     log_in(page, "pat")
-    skip_setup_prompt(page)
+    # The prompt offers a passkey at once: Add a Passkey opens the card's dialog.
+    prompt = page.get_by_role("dialog", name="Set Up Two-Factor Authentication")
+    expect(prompt).to_contain_text("an authenticator app on your phone or computer")
+    expect(prompt).to_contain_text("or a passkey")
+    expect(prompt.get_by_role("button")).to_have_text(["Skip", "Add a Passkey", "Set Up Now"])
+    page.set_viewport_size(PHONE)  # three buttons fit a phone
+    assert page.evaluate(FITS)
+    assert prompt.evaluate(DIALOG_FITS)
+    shots.page(page, "setup-prompt-390", full_page=False)
+    page.set_viewport_size(DESKTOP)
+    prompt.get_by_role("button", name="Add a Passkey").focus()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Add Passkey")
+    expect(dialog.get_by_label("Name", exact=True)).to_be_focused()
+    page.keyboard.press("Escape")
+    no_dialog(page)
+    expect(passkeys_card(page).get_by_role("button", name="Add Passkey")).to_be_focused()
     status = two_factor_screen(page)
     expect(status).to_have_attribute("data-status", "not-configured")
     expect(status).to_contain_text("Configure a secret or add a passkey")
@@ -304,7 +335,8 @@ def test_a_user_adds_logs_in_with_and_removes_a_passkey(
     log_in(page, "pat")
     use_passkey(page)
     expect(page.get_by_role("alert")).to_have_text(
-        "The passkey request was cancelled or timed out."
+        "The passkey request was cancelled or timed out. If this device or security key has "
+        "no passkey for this account, use another one or enter a code."
     )
     expect(page.get_by_role("button", name="Use a passkey")).to_be_enabled()
     assert sessions_of(daemon, "pat") == []
@@ -316,7 +348,7 @@ def test_a_user_adds_logs_in_with_and_removes_a_passkey(
     )
     page.get_by_role("button", name="Use a passkey").click()
     expect(page.get_by_role("alert")).to_have_text("The passkey was not accepted. 3 attempts left.")
-    expect(page.get_by_role("heading", name="Passkey or Code")).to_be_visible()
+    expect(page.get_by_role("heading", name="Passkey", exact=True)).to_be_visible()
     assert sessions_of(daemon, "pat") == []
     shots.page(page, "passkey-refused")
     page.get_by_role("button", name="Cancel").click()
@@ -356,7 +388,10 @@ def test_a_user_adds_logs_in_with_and_removes_a_passkey(
         page.keyboard.press("Enter")
         confirm = page.get_by_role("dialog", name="Remove Laptop?")
         expect(confirm).to_contain_text("Your other sessions will end; this one stays.")
-        expect(confirm).to_contain_text("It is your only second factor")
+        # No recovery codes were made: the warning does not speak of them.
+        expect(confirm.get_by_role("note")).to_have_text(
+            "It is your only second factor: logging in will need only your password."
+        )
         expect(confirm.get_by_role("button", name="Cancel")).to_be_focused()
         page.keyboard.press("Tab")
         expect(confirm.get_by_role("button", name="Remove", exact=True)).to_be_focused()
@@ -418,10 +453,14 @@ def test_without_the_json_helpers_and_at_an_ip_address(
     assert session["credentials_data"]["second_factor"] == "WEBAUTHN"
 
     note = HOST_NAME_NOTE.format(port=port_of(daemon))
+    link = localhost_url(daemon)
     at_ip, _ = open_page(pages, daemon, url=ui_url(daemon))
     log_in(at_ip, "quinn")
     expect(at_ip.get_by_role("heading", name="Passkey or Code")).to_be_visible()
-    expect(at_ip.get_by_role("note")).to_contain_text(note)
+    expect(at_ip.locator(".card-subtitle")).not_to_contain_text("Use your passkey")
+    expect(at_ip.get_by_role("note")).to_have_text(note)
+    expect(at_ip.get_by_role("note").get_by_role("link", name=link)).to_have_attribute("href", link)
+    expect(at_ip.get_by_text(CODE_TOO)).to_be_visible()
     expect(at_ip.get_by_role("button", name="Use a passkey")).to_have_count(0)
     expect(at_ip.get_by_label("One-time code", exact=True)).to_be_focused()
     shots.page(at_ip, "login-at-ip")
@@ -429,10 +468,14 @@ def test_without_the_json_helpers_and_at_an_ip_address(
     add_user(daemon, "rosa")
     phone, _ = open_page(pages, daemon, url=ui_url(daemon), width=390, height=844)
     log_in(phone, "rosa")
+    prompt = phone.get_by_role("dialog", name="Set Up Two-Factor Authentication")
+    expect(prompt).to_contain_text("Passkeys (a security key")
+    expect(prompt.get_by_role("button")).to_have_text(["Skip", "Set Up Now"])  # no passkey here
     skip_setup_prompt(phone)
     two_factor_screen(phone)
     card = passkeys_card(phone)
-    expect(card.locator(".passkey-host-note")).to_contain_text(note)
+    expect(card.locator(".passkey-host-note")).to_have_text(note)
+    expect(card.get_by_role("link", name=link)).to_have_attribute("href", link)
     expect(card.get_by_role("button", name="Add Passkey")).to_be_hidden()
     expect(card).to_contain_text("You have no passkeys.")
     assert phone.evaluate(FITS)

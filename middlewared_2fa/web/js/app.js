@@ -384,6 +384,9 @@ class App {
       if (choice === 'setup') {
         this.navigate('two-factor');
         if (this.view && this.view.configure) this.view.configure();
+      } else if (choice === 'passkey') {
+        this.navigate('two-factor');
+        if (this.view && this.view.addPasskey) this.view.addPasskey();
       } else if (choice === 'skip') {
         sessionStorage.setItem(SKIPPED_KEY, this.username);
         this.toast('Two-factor setup skipped. You will be asked again at your next login.');

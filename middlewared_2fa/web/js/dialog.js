@@ -2,7 +2,7 @@
 // inert and keeps Tab inside; Escape cancels (unless an action is running); focus goes
 // to the first field (or the given element) and back to the opener on close.
 
-import { firstFocusable, h, replace, uid } from './dom.js';
+import { append, firstFocusable, h, replace, uid } from './dom.js';
 import { describeError } from './errors.js';
 
 /**
@@ -11,7 +11,7 @@ import { describeError } from './errors.js';
  *
  * options:
  *   title: heading text.
- *   body: (ctx) => nodes; ctx = {dialog, close(value), setError(text|null)}.
+ *   body: (ctx) => nodes; ctx = {dialog, close(value), setError(text|content|null)}.
  *   actions: [{label, value, kind: 'primary'|'danger'|'secondary', run?: async (ctx) => value}]
  *     `run` may throw: the error is shown in the dialog and it stays open; its return
  *     value (unless undefined) becomes the dialog's value.
@@ -41,8 +41,10 @@ export function openDialog(options) {
       closingValue = value;
       if (dialog.open) dialog.close();
     },
+    /** text: a string, or content for append() (e.g. words with a link); null clears. */
     setError(text) {
-      errorBox.textContent = text || '';
+      errorBox.replaceChildren();
+      if (text) append(errorBox, text);
       errorBox.hidden = !text;
     },
     setBusy(value) {

@@ -6,6 +6,8 @@
 // cryptography, the daemon checks it. Browsers without the L3 JSON helpers get the same
 // conversion by hand.
 
+import { h } from './dom.js';
+
 /** True when this page can use passkeys at all (a secure context with WebAuthn). */
 export function passkeysAvailable() {
   return (
@@ -122,12 +124,16 @@ export function credentialJSON(credential) {
 
 // -- what went wrong, in words ---------------------------------------------------------------
 
-/** A refusal of the browser or the authenticator; `message` is for people. */
+/**
+ * A refusal of the browser or the authenticator; `message` is for people. `problem`: when
+ * the page's address is the reason, the hostProblem() it came from (its link is shown).
+ */
 export class PasskeyError extends Error {
-  constructor(message, cause) {
+  constructor(message, cause, problem = null) {
     super(message);
     this.name = 'PasskeyError';
     this.reason = cause && cause.name ? cause.name : null;
+    this.problem = problem;
   }
 }
 
@@ -148,25 +154,100 @@ function addressAt(name) {
   return `${loc.protocol}//${name}${port}/ui/`;
 }
 
-/** What to open instead, or null when the page's address can use passkeys for `rpId`. */
+/** For administrators: where the settings behind the address are explained. */
+const ADMIN_NOTE = 'Administrators: see docs/passkeys.md.';
+
+/**
+ * Why passkeys cannot work at this page's address for rp id `rpId` (null: not known, then
+ * `localhost` stands in for a loopback address), or null when they can. A problem is
+ * {before, href, after, admin}: the words, split around the address to open instead
+ * (`href`, null when it is not known), and whether the administrators' note belongs to it.
+ * problemText() and problemContent() put it into words.
+ */
 export function hostProblem(rpId) {
   const hostname = window.location.hostname;
   const ip = isIpAddress(hostname);
   const mismatch = rpId ? hostname !== rpId && !hostname.endsWith(`.${rpId}`) : false;
   if (!ip && !mismatch) return null;
   const name = rpId || (isLoopback(hostname) ? 'localhost' : null);
+  const why = ip
+    ? "Passkeys don't work when this page is opened by IP address (browsers refuse them)."
+    : `Passkeys of this server work only when this page is opened at ${rpId} (browsers refuse them elsewhere).`;
   return name
-    ? `Passkeys need the UI opened by host name: ${addressAt(name)} or the name set in webauthn_rp_id.`
-    : 'Passkeys need the UI opened by host name (the name set in webauthn_rp_id), not by an IP address.';
+    ? { before: `${why} Open `, href: addressAt(name), after: ' instead.', admin: false }
+    : { before: `${why} Open it by the server's host name instead.`, href: null, after: '', admin: true };
 }
 
-/** Plain words for an error of navigator.credentials.create (`creating`) or .get. */
+/**
+ * Why this page cannot use passkeys at all, or null when it can: the address (hostProblem)
+ * or the browser (not a secure context, or no WebAuthn). `rpId` as for hostProblem.
+ */
+export function pageProblem(rpId = null) {
+  const host = hostProblem(rpId);
+  if (host || passkeysAvailable()) return host;
+  if (window.isSecureContext === false) {
+    return {
+      before:
+        'Passkeys work only on pages opened over https, or at http://localhost on the ' +
+        'server itself (browsers refuse them on other http pages).',
+      href: null,
+      after: '',
+      admin: true,
+    };
+  }
+  return { before: 'This browser does not support passkeys.', href: null, after: '', admin: false };
+}
+
+/** A problem in plain text (the address written out). */
+export function problemText(problem) {
+  const text = `${problem.before}${problem.href || ''}${problem.after}`;
+  return problem.admin ? `${text} ${ADMIN_NOTE}` : text;
+}
+
+/**
+ * A problem as content for h() / append(): the address to open as a link, the
+ * administrators' note in small print. Built from elements, never from HTML.
+ */
+export function problemContent(problem) {
+  return [
+    problem.before,
+    problem.href ? h('a', { href: problem.href, class: 'passkey-address', text: problem.href }) : null,
+    problem.after,
+    problem.admin ? [' ', h('small', { class: 'admin-note', text: ADMIN_NOTE })] : null,
+  ];
+}
+
+/**
+ * Plain words for an error of navigator.credentials.create (`creating`) or .get, as
+ * content for h() / append() (a string, or nodes with a link when the address is the
+ * reason). passkeyText() gives the same in plain text.
+ */
 export function passkeyMessage(err, { creating = false, rpId = null } = {}) {
+  const problem = problemOf(err, rpId);
+  return problem ? problemContent(problem) : words(err, creating);
+}
+
+/** passkeyMessage() in plain text. */
+export function passkeyText(err, { creating = false, rpId = null } = {}) {
+  const problem = problemOf(err, rpId);
+  return problem ? problemText(problem) : words(err, creating);
+}
+
+function problemOf(err, rpId) {
+  if (err instanceof PasskeyError) return err.problem;
+  if (err && err.name === 'SecurityError') return hostProblem(rpId) || hostProblem(null);
+  return null;
+}
+
+function words(err, creating) {
   if (err instanceof PasskeyError) return err.message;
   const name = err && err.name;
   switch (name) {
     case 'NotAllowedError':
-      return 'The passkey request was cancelled or timed out.';
+      return creating
+        ? 'The passkey request was cancelled or timed out.'
+        : 'The passkey request was cancelled or timed out. If this device or security key ' +
+            'has no passkey for this account, use another one or enter a code.';
     case 'AbortError':
       return 'The passkey request was cancelled.';
     case 'InvalidStateError':
@@ -174,8 +255,7 @@ export function passkeyMessage(err, { creating = false, rpId = null } = {}) {
         ? 'This authenticator is registered already for your account: use another one, or keep the passkey you have.'
         : 'The authenticator could not be used. Try again.';
     case 'SecurityError':
-      return hostProblem(rpId) || hostProblem(null) ||
-        'Passkeys need the UI opened by host name: the name set in webauthn_rp_id.';
+      return 'Passkeys cannot be used at this page\'s address. ' + ADMIN_NOTE;
     case 'NotSupportedError':
       return 'This browser or authenticator does not support what the server asks for.';
     case 'ConstraintError':
@@ -188,11 +268,9 @@ export function passkeyMessage(err, { creating = false, rpId = null } = {}) {
   }
 }
 
-function unavailable() {
-  return new PasskeyError(
-    hostProblem(null) ||
-      'This browser cannot use passkeys here: open the UI over https, or as http://localhost on this machine.',
-  );
+/** A PasskeyError for a page that cannot use passkeys (`problem` from pageProblem). */
+function refused(problem) {
+  return new PasskeyError(problemText(problem), null, problem);
 }
 
 /**
@@ -200,17 +278,16 @@ function unavailable() {
  * JSON (for user.webauthn_register_finish). Rejects with PasskeyError.
  */
 export async function createPasskey(optionsJSON) {
-  if (!passkeysAvailable()) throw unavailable();
   const rpId = optionsJSON && optionsJSON.rp ? optionsJSON.rp.id : null;
-  const problem = hostProblem(rpId);
-  if (problem) throw new PasskeyError(problem);
+  const problem = pageProblem(rpId);
+  if (problem) throw refused(problem);
   let credential;
   try {
     credential = await navigator.credentials.create({ publicKey: creationOptions(optionsJSON) });
   } catch (err) {
-    throw new PasskeyError(passkeyMessage(err, { creating: true, rpId }), err);
+    throw new PasskeyError(passkeyText(err, { creating: true, rpId }), err, problemOf(err, rpId));
   }
-  if (!credential) throw new PasskeyError(passkeyMessage({ name: 'NotAllowedError' }));
+  if (!credential) throw new PasskeyError(words({ name: 'NotAllowedError' }, true));
   return credentialJSON(credential);
 }
 
@@ -219,16 +296,15 @@ export async function createPasskey(optionsJSON) {
  * JSON (for the WEBAUTHN login step). Rejects with PasskeyError.
  */
 export async function getPasskey(optionsJSON) {
-  if (!passkeysAvailable()) throw unavailable();
   const rpId = optionsJSON ? optionsJSON.rpId : null;
-  const problem = hostProblem(rpId);
-  if (problem) throw new PasskeyError(problem);
+  const problem = pageProblem(rpId);
+  if (problem) throw refused(problem);
   let credential;
   try {
     credential = await navigator.credentials.get({ publicKey: requestOptions(optionsJSON) });
   } catch (err) {
-    throw new PasskeyError(passkeyMessage(err, { rpId }), err);
+    throw new PasskeyError(passkeyText(err, { rpId }), err, problemOf(err, rpId));
   }
-  if (!credential) throw new PasskeyError(passkeyMessage({ name: 'NotAllowedError' }));
+  if (!credential) throw new PasskeyError(words({ name: 'NotAllowedError' }, false));
   return credentialJSON(credential);
 }

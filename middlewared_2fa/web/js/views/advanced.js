@@ -41,15 +41,18 @@ export function advancedView(app) {
       label: 'Enable Two-Factor Authentication Globally',
       input: enabled,
       inline: true,
-      help: 'Users with a secret must enter a code from their authenticator app at every login. Users without one are asked to set it up.',
+      help:
+        'Users with a second factor (an authenticator app or a passkey) must use it at every ' +
+        'login. Users without one are asked to set one up.',
     }),
     enforce: formField({
       label: 'Enforce Two-Factor Authentication',
       input: enforce,
       inline: true,
       help:
-        'Every user must use two factors. Users without an authenticator can then only set ' +
-        'one up after logging in with their password; nothing else works until they do. ' +
+        'Every user must use two factors. Users without a second factor can then only set ' +
+        'one up (an authenticator app or a passkey) after logging in with their password; ' +
+        'nothing else works until they do. ' +
         'Turning it on needs a session that logged in with two factors (so that you cannot ' +
         'lock yourself out), and it ends the sessions that used a password only.',
     }),

@@ -5,17 +5,19 @@
 // otp_token; wrong codes of either kind share the retries.
 //
 // For a user with passkeys (API.md §12) OTP_REQUIRED carries `webauthn.options`: the step
-// then offers "Use a passkey" (navigator.credentials.get, sent as the WEBAUTHN mechanism)
-// above the code form, which stays for users who also have a TOTP secret or recovery
-// codes. Every answer spends the challenge, and each OTP_REQUIRED brings a new one: the
-// newest options are kept. A passkey the server refuses counts like a wrong code (the
+// then leads with "Use a passkey" (navigator.credentials.get, sent as the WEBAUTHN
+// mechanism); the code form stays below it, marked as the way for users who also have a
+// TOTP secret or recovery codes (the server does not say whether this one does). Where
+// this page cannot use passkeys (an IP address, an insecure context) it says why and
+// where to open it instead, and the code is all that is offered. Every answer spends the
+// challenge, and each OTP_REQUIRED brings a new one: the newest options are kept. A passkey the server refuses counts like a wrong code (the
 // same 4 attempts); one the browser does not give (cancelled, unknown) is not sent.
 
 import { h, replace } from '../dom.js';
 import { describeError } from '../errors.js';
 import { formField } from '../form.js';
 import { ConnectionLost, RpcError } from '../rpc.js';
-import { getPasskey, hostProblem, passkeyMessage, passkeysAvailable } from '../webauthn.js';
+import { getPasskey, pageProblem, passkeyMessage, problemContent } from '../webauthn.js';
 
 const OTP_ATTEMPTS = 4; // the first code plus 3 retries
 
@@ -47,9 +49,10 @@ export function loginView(app, { notice } = {}) {
   // has passkeys: every OTP_REQUIRED answer brings new ones.
   let passkeyOptions = null;
 
+  /** text: a string, or content for h() (a passkey message with a link). */
   function message(kind, text) {
     if (!text) return null;
-    return h('p', { class: `login-message login-${kind}`, role: kind === 'error' ? 'alert' : 'status', text });
+    return h('p', { class: `login-message login-${kind}`, role: kind === 'error' ? 'alert' : 'status' }, text);
   }
 
   function setBusy(form, value, label) {
@@ -129,11 +132,7 @@ export function loginView(app, { notice } = {}) {
     busy = false;
     // The passkey is offered in the code step, not in the recovery-code one.
     const passkey = passkeyOptions && !recovery ? passkeyOptions : null;
-    const passkeyProblem = passkey
-      ? passkeysAvailable()
-        ? hostProblem(passkey.rpId)
-        : hostProblem(passkey.rpId) || 'This browser cannot use passkeys here.'
-      : null;
+    const passkeyProblem = passkey ? pageProblem(passkey.rpId) : null;
     const code = recovery
       ? h('input', {
           type: 'text',
@@ -182,12 +181,18 @@ export function loginView(app, { notice } = {}) {
       passkey && !passkeyProblem
         ? h('button', { type: 'button', class: 'button button-primary button-block passkey-button', text: 'Use a passkey' })
         : null;
+    // The passkey first; the code below it only for those who also have an app or
+    // recovery codes (the server does not say whether this user does).
     const passkeyBlock = passkey
       ? h(
           'div',
           { class: 'passkey-login' },
-          passkeyButton || h('p', { class: 'note note-warn', role: 'note', text: passkeyProblem }),
-          h('p', { class: 'login-or', text: 'or enter a code' }),
+          passkeyButton ||
+            h('p', { class: 'note note-warn passkey-host-note', role: 'note' }, problemContent(passkeyProblem)),
+          h('p', {
+            class: 'login-alt',
+            text: 'Or, if you also use an authenticator app or have recovery codes:',
+          }),
         )
       : null;
     switcher.addEventListener('click', () => {
@@ -262,16 +267,15 @@ export function loginView(app, { notice } = {}) {
       h('h1', {
         class: 'card-title',
         id: 'login-title',
-        text: recovery ? 'Recovery Code' : passkey ? 'Passkey or Code' : 'One-Time Code',
+        text: recovery ? 'Recovery Code' : passkeyButton ? 'Passkey' : passkey ? 'Passkey or Code' : 'One-Time Code',
       }),
       h('p', {
         class: 'card-subtitle',
         text: recovery
           ? `The account ${username} is protected by two-factor authentication. Lost your ` +
             'authenticator? A recovery code takes the place of its code, once.'
-          : passkey
-            ? `The account ${username} is protected by two-factor authentication. Use your ` +
-              'passkey, or enter a code from your authenticator app.'
+          : passkeyButton
+            ? `The account ${username} is protected by two-factor authentication. Use your passkey.`
             : `The account ${username} is protected by two-factor authentication.`,
       }),
       form,

@@ -9,13 +9,13 @@
 // session a two-factor one. The contract has no events for passkeys: the list is read when
 // the screen opens, after each change made here and on user.query events of the own user.
 
-import { h, replace, uid } from '../dom.js';
+import { append, h, replace, uid } from '../dom.js';
 import { openDialog } from '../dialog.js';
 import { describeError, fieldPath, sentence } from '../errors.js';
 import { formField } from '../form.js';
 import { dateTime, wireMillis } from '../format.js';
 import { RpcError } from '../rpc.js';
-import { createPasskey, hostProblem, passkeyMessage, passkeysAvailable } from '../webauthn.js';
+import { createPasskey, pageProblem, passkeyMessage, problemContent } from '../webauthn.js';
 import { stackedTable } from './table.js';
 
 /** True when the account has a second factor of any kind (auth.me, API.md §12). */
@@ -23,15 +23,12 @@ export function hasSecondFactor(app) {
   return Boolean(app.me) && (app.me.account_attributes || []).includes('2FA');
 }
 
-/** Why passkeys cannot be added from this page (null when they can). */
+/**
+ * Why passkeys cannot be added from this page (null when they can): a problem of
+ * webauthn.js, put into words (with the address to open as a link) by problemContent().
+ */
 export function passkeysBlocked() {
-  if (!passkeysAvailable()) {
-    return (
-      hostProblem(null) ||
-      'This browser cannot use passkeys here: open the UI over https, or as http://localhost on this machine.'
-    );
-  }
-  return hostProblem(null);
+  return pageProblem(null);
 }
 
 /** The server's words for a refusal: -32602 messages without their attribute paths. */
@@ -127,10 +124,23 @@ export async function addPasskeyDialog(app) {
 }
 
 /**
- * The card. onChange(): called when the list was (re)read or changed, so that the
- * screen can update what depends on it (its status message, its facts).
+ * ", and your recovery codes stop working" for the warning about the last second factor,
+ * or nothing when there are none: `left` unused recovery codes (null or undefined when not
+ * known: "if any"). `whose`: "your" or "their"; `what`: what happens to them.
  */
-export function passkeysCard(app, { onChange = () => {} } = {}) {
+export function recoveryCodesClause(left, whose, what = 'stop working') {
+  if (left === 0) return '';
+  return left === null || left === undefined
+    ? `, and ${whose} recovery codes, if any, ${what}`
+    : `, and ${whose} recovery codes ${what}`;
+}
+
+/**
+ * The card. onChange(): called when the list was (re)read or changed, so that the
+ * screen can update what depends on it (its status message, its facts). recoveryLeft():
+ * the account's unused recovery codes (null when not known), for the remove warning.
+ */
+export function passkeysCard(app, { onChange = () => {}, recoveryLeft = () => null } = {}) {
   const titleId = uid('passkeys-title');
   const addButton = h('button', { type: 'button', class: 'button button-primary', text: 'Add Passkey' });
   const hostNote = h('p', { class: 'note note-warn passkey-host-note', role: 'note', hidden: true });
@@ -159,6 +169,12 @@ export function passkeysCard(app, { onChange = () => {} } = {}) {
   let ticket = null;
   let destroyed = false;
 
+  // The page's address does not change: the note is built once (a link in it keeps the
+  // focus across re-reads of the list).
+  const problem = passkeysBlocked();
+  if (problem) append(hostNote, problemContent(problem));
+  hostNote.hidden = !problem;
+  addButton.hidden = Boolean(problem);
   addButton.addEventListener('click', () => add());
 
   async function load() {
@@ -213,9 +229,10 @@ export function passkeysCard(app, { onChange = () => {} } = {}) {
         last
           ? h('p', {
               class: 'note note-warn',
+              role: 'note',
               text:
-                'It is your only second factor: logging in will need only your password, and ' +
-                'your recovery codes stop working.',
+                'It is your only second factor: logging in will need only your password' +
+                `${recoveryCodesClause(recoveryLeft(), 'your')}.`,
             })
           : null,
       ],
@@ -249,10 +266,6 @@ export function passkeysCard(app, { onChange = () => {} } = {}) {
   // -- the list -------------------------------------------------------------------------------
 
   function render() {
-    const problem = passkeysBlocked();
-    hostNote.textContent = problem || '';
-    hostNote.hidden = !problem;
-    addButton.hidden = Boolean(problem);
     if (error && !entries) {
       replace(body, h('p', { class: 'form-error', role: 'alert', text: error }));
       return;
@@ -300,6 +313,13 @@ export function passkeysCard(app, { onChange = () => {} } = {}) {
   return {
     el,
     load,
+    /** Open Add Passkey from elsewhere (the setup prompt): false when it cannot be offered. */
+    add() {
+      if (addButton.hidden) return false;
+      addButton.focus(); // scrolls the card into view; the dialog gives the focus back to it
+      add();
+      return true;
+    },
     /** Passkeys of the account (null until the list was read). */
     count() {
       return entries ? entries.length : null;

@@ -12,6 +12,7 @@ import { describeError, fieldPath, sentence } from '../errors.js';
 import { formField } from '../form.js';
 import { RpcError } from '../rpc.js';
 import { currentEnrolment, enrolmentCard, startEnrolment } from './enrolment.js';
+import { problemContent } from '../webauthn.js';
 import { addPasskeyDialog, passkeysBlocked } from './passkeys.js';
 
 function attributes(app) {
@@ -217,7 +218,7 @@ export function setupView(app) {
           })
         : null,
       problem
-        ? h('p', { class: 'note note-warn passkey-host-note', role: 'note', text: problem })
+        ? h('p', { class: 'note note-warn passkey-host-note', role: 'note' }, problemContent(problem))
         : h('div', { class: 'card-actions' }, button),
     );
   }

@@ -12,7 +12,7 @@ import { describeError } from '../errors.js';
 import { formField } from '../form.js';
 import { currentEnrolment, enrolmentCard, startEnrolment } from './enrolment.js';
 import { clockCard, secretBlock } from './parts.js';
-import { hasSecondFactor, passkeysCard } from './passkeys.js';
+import { recoveryCodesClause, hasSecondFactor, passkeysCard } from './passkeys.js';
 import { CODES_PER_SET, makeRecoveryCodes } from './recovery.js';
 
 /** At or below this many unused recovery codes the screen warns. */
@@ -103,7 +103,10 @@ export function twoFactorView(app) {
   const confirmSlot = h('div', { class: 'confirm-slot' });
   const offerSlot = h('div', { class: 'offer-slot' });
   const clock = clockCard(app);
-  const passkeys = passkeysCard(app, { onChange: () => update() });
+  const passkeys = passkeysCard(app, {
+    onChange: () => update(),
+    recoveryLeft: () => (recovery && !recovery.error ? recovery.remaining : null),
+  });
   const el = h(
     'div',
     { class: 'page' },
@@ -405,6 +408,7 @@ export function twoFactorView(app) {
   function unset() {
     const globalOn = app.me.two_factor_config.global_enabled;
     const passkeyLeft = factors().passkey; // the passkeys stay: 2FA stays set up
+    const codesLeft = recovery && !recovery.error ? recovery.remaining : null;
     openDialog({
       title: 'Unset 2FA Secret',
       body: () => [
@@ -417,7 +421,7 @@ export function twoFactorView(app) {
           : h('p', {
               text:
                 'Remove the two-factor secret of your account? This reduces the security of your ' +
-                'account: logging in will need only your password. Your recovery codes stop working too.',
+                `account: logging in will need only your password${recoveryCodesClause(codesLeft, 'your')}.`,
             }),
         globalOn && !passkeyLeft
           ? h('p', {
@@ -463,6 +467,10 @@ export function twoFactorView(app) {
       // A change of the account (a passkey added or removed in another session ends this
       // one; an administrator's removal does not): read the list again.
       if (collection === 'user.query' && fields && fields.username === app.username) passkeys.load();
+    },
+    /** Open the Passkeys card's Add Passkey dialog (the setup prompt's "Add a Passkey"). */
+    addPasskey() {
+      return passkeys.add();
     },
     /** Focus the recovery codes offer, when it is shown (after the setup screen). */
     focusOffer() {

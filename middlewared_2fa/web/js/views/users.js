@@ -16,7 +16,10 @@
 //   whether the user has a TOTP secret (`secret_configured`): Clear 2FA removes only that
 //   secret, so a FULL_ADMIN is offered it only where there is one (a user whose second
 //   factor is a passkey has none). Other callers cannot tell and are offered it wherever
-//   2FA is configured; its dialog then says that passkeys, if any, stay.
+//   2FA is configured; its dialog then says that passkeys, if any, stay. The same answer
+//   names the kind in the Two-Factor column for a FULL_ADMIN: "Configured (app)" with a
+//   secret, "Configured (passkey)" without (no user.webauthn_list per row). Texts about
+//   recovery codes follow the count: nothing when there are none, "if any" when unknown.
 // - A FULL_ADMIN also gets Passkeys on other users with 2FA (API.md §12: user.webauthn_list
 //   and user.webauthn_delete answer the user themself or FULL_ADMIN): a dialog that lists
 //   the user's passkeys and removes them after a confirmation. Adding one is only for the
@@ -30,6 +33,7 @@ import { formField } from '../form.js';
 import { dateTime, holdsAll, wireMillis } from '../format.js';
 import { RpcError } from '../rpc.js';
 import { copyButton } from './parts.js';
+import { recoveryCodesClause } from './passkeys.js';
 import { CODES_PER_SET } from './recovery.js';
 import { stackedTable } from './table.js';
 
@@ -431,11 +435,16 @@ function passkeyWords(entries) {
  * The Passkeys dialog of another user (FULL_ADMIN, API.md §12): their passkeys by name,
  * when each was added and last used, and Remove, which asks first in the same dialog
  * (Cancel or Escape go back to the list). secretConfigured(): whether the user has a TOTP
- * secret (true, false, or undefined/null when not known), for the last-factor warning.
+ * secret (true, false, or undefined/null when not known), and recoveryLeft() their unused
+ * recovery codes (a number, or undefined/null when not known), for the last-factor warning.
  * onChange(): after each removal (the Users table reads the user again). Resolves when the
  * dialog is closed.
  */
-async function userPasskeysDialog(app, user, { secretConfigured = () => null, onChange = () => {} } = {}) {
+async function userPasskeysDialog(
+  app,
+  user,
+  { secretConfigured = () => null, recoveryLeft = () => null, onChange = () => {} } = {},
+) {
   const name = user.username;
   const list = h('div', { class: 'table-wrap' }, h('p', { class: 'muted', text: `Loading the passkeys of ${name}…` }));
   const status = h('p', { class: 'muted passkeys-status', role: 'status' });
@@ -546,7 +555,7 @@ async function userPasskeysDialog(app, user, { secretConfigured = () => null, on
               role: 'note',
               text:
                 `It is the last second factor of ${name}: logging in will need only the ` +
-                'password, and their recovery codes stop working.',
+                `password${recoveryCodesClause(recoveryLeft(), 'their')}.`,
             })
           : null,
       ],
@@ -765,9 +774,31 @@ export function usersView(app) {
     return value === null ? 'Not available' : `${value} of ${CODES_PER_SET} left`;
   }
 
+  /**
+   * The Two-Factor column. Where user.twofactor_config tells (FULL_ADMIN, or the own row),
+   * which kind: with a TOTP secret "(app)", else the second factor is a passkey, so that
+   * the way to remove it is plain (Clear 2FA, or Passkeys). The UserEntry alone does not
+   * tell, and a passkey count would take a call per row: other viewers see "Configured".
+   */
+  function twoFactorText(user) {
+    if (!user.twofactor_auth_configured) return 'Not configured';
+    if (!app.isFullAdmin || !secrets.has(user.username)) return 'Configured';
+    const secret = secrets.get(user.username);
+    if (secret === null) return 'Configured';
+    return secret ? 'Configured (app)' : 'Configured (passkey)';
+  }
+
+  /** Update the cells that user.twofactor_config answers for (the row stays). */
   function renderCount(user) {
-    const cell = body.querySelector(`tr[data-user-id="${user.id}"] .recovery-cell`);
-    if (cell) cell.textContent = countText(user);
+    const row = body.querySelector(`tr[data-user-id="${user.id}"]`);
+    if (!row) return;
+    for (const [selector, text] of [
+      ['.recovery-cell', countText(user)],
+      ['.twofactor-cell', twoFactorText(user)],
+    ]) {
+      const cell = row.querySelector(selector);
+      if (cell) replace(cell, h('div', { class: 'cell-value', text }));
+    }
   }
 
   /** Re-draw the actions of `user`'s row only (the keyboard focus stays on the same action). */
@@ -830,6 +861,7 @@ export function usersView(app) {
           actionButton(user, 'passkeys', 'Passkeys', `Passkeys of ${name}`, 'button-secondary', () =>
             userPasskeysDialog(app, user, {
               secretConfigured: () => secrets.get(name),
+              recoveryLeft: () => counts.get(name),
               onChange: () => refreshUser(user.id),
             }),
           ),
@@ -887,10 +919,22 @@ export function usersView(app) {
    */
   async function clear2fa(user) {
     const name = user.username;
-    const weaker =
-      'logging in then needs only the password, which reduces the security of the account. ' +
-      'Their recovery codes stop working too (a user without a second factor keeps none).';
+    // Unused recovery codes (FULL_ADMIN: user.twofactor_config; else not known: null).
+    const codes = counts.has(name) ? counts.get(name) : null;
+    const globalOn = Boolean(app.me && app.me.two_factor_config.global_enabled);
+    const weaker = () =>
+      'logging in then needs only the password, which reduces the security of the account' +
+      `${recoveryCodesClause(codes, 'their')}.`;
     const passkeyNote = h('p', { role: 'status' });
+    // What happens at the next login when no second factor is left (shown while that may be so).
+    const nextLogin = globalOn
+      ? h('p', {
+          class: 'muted',
+          text:
+            'Two-factor authentication is enabled globally: when no second factor is left, ' +
+            `${name} is asked to set one up at their next login.`,
+        })
+      : null;
     let kept = null; // the passkeys that stay, when read
     if (app.isFullAdmin) {
       passkeyNote.textContent = `Looking for passkeys of ${name}…`;
@@ -899,9 +943,15 @@ export function usersView(app) {
           kept = entries;
           passkeyNote.textContent = entries.length
             ? `${name} keeps ${passkeyWords(entries)}: logging in still needs the password and a ` +
-              `passkey, and their recovery codes keep working. To remove passkeys, use Passkeys ` +
-              `in the row of ${name}.`
-            : `${name} has no passkeys: ${weaker}`;
+              `passkey${recoveryCodesClause(codes, 'their', 'keep working')}. To remove ` +
+              `passkeys, use Passkeys in the row of ${name}.`
+            : `${name} has no passkeys: ${weaker()}`;
+          if (nextLogin) {
+            nextLogin.hidden = entries.length > 0;
+            nextLogin.textContent =
+              `Two-factor authentication is enabled globally, so ${name} is asked to set up a ` +
+              'second factor at their next login.';
+          }
         },
         (err) => {
           passkeyNote.textContent =
@@ -911,7 +961,7 @@ export function usersView(app) {
     } else {
       passkeyNote.textContent =
         'Passkeys, if any, stay; only a full administrator or the user can remove them. ' +
-        `Without a passkey, ${weaker}`;
+        `Without a passkey, ${weaker()}`;
     }
     const value = await openDialog({
       title: `Clear 2FA for ${name}?`,
@@ -922,12 +972,7 @@ export function usersView(app) {
             'longer log them in. All of their sessions end; their API keys keep working.',
         }),
         passkeyNote,
-        h('p', {
-          class: 'muted',
-          text:
-            'When two-factor authentication is enabled globally and no second factor is left, ' +
-            `${name} is asked to set one up at their next login.`,
-        }),
+        nextLogin,
       ],
       actions: [
         { label: 'Cancel', kind: 'secondary', value: null },
@@ -1036,7 +1081,7 @@ export function usersView(app) {
       { label: 'Username', className: 'cell-name' },
       { label: 'Full Name' },
       { label: 'Roles', className: 'cell-roles' },
-      { label: 'Two-Factor' },
+      { label: 'Two-Factor', className: 'twofactor-cell' },
       withCounts ? { label: 'Recovery Codes', className: 'recovery-cell' } : null,
       { label: 'Status' },
       { label: 'Actions', className: 'cell-actions' },
@@ -1049,7 +1094,7 @@ export function usersView(app) {
           user.username,
           user.full_name || '—',
           user.roles.length ? user.roles.join(', ') : 'None',
-          user.twofactor_auth_configured ? 'Configured' : 'Not configured',
+          twoFactorText(user),
           withCounts ? countText(user) : null,
           h('span', { class: user.locked ? 'badge badge-bad' : 'badge badge-ok', text: user.locked ? 'Locked' : 'Active' }),
           actions.length ? h('div', { class: 'row-actions' }, actions) : null,
