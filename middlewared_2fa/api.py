@@ -47,12 +47,17 @@ class CallContext:
         method: Full method name, e.g. ``user.renew_2fa_secret``.
         connection: The caller's connection (the session registry logs it in, the event
             hub sends it notifications); None for internal calls.
+        step_current: During a login step's verifiers: whether that step is still the
+            session's. A verifier that uses a credential up asks it right before doing so
+            (another answer to the same step may have logged in meanwhile). None
+            elsewhere.
     """
 
     middleware: Middleware
     session: Session
     method: str
     connection: CallerConnection | None = None
+    step_current: Callable[[], bool] | None = None
 
     @property
     def identity(self) -> Identity:

@@ -424,8 +424,13 @@ class AuthService(Service):
                 return PASSWORD_AND_TOTP, "ok"
             proof: StepProof | None = None
             if current():
-                # A recovery code typed as the code (API.md §10).
-                proof = await self._ask_verifiers(ctx, "OTP_TOKEN", user, data.otp_token)
+                # A recovery code typed as the code (API.md §10); the verifier asks
+                # current() again before it uses the code up (after its hash).
+                ctx.step_current = current
+                try:
+                    proof = await self._ask_verifiers(ctx, "OTP_TOKEN", user, data.otp_token)
+                finally:
+                    ctx.step_current = None
             if proof is not None:
                 session.code_refusal = None  # a recovery code, accepted
                 return proof, "ok"
@@ -535,6 +540,10 @@ class AuthService(Service):
             )
             return {"response_type": "AUTH_ERR"}
         await self._failed(ctx, attempt, user, user.username, description)
+        if session.pending is not pending:
+            # Another answer, or a new password step, ended the step during the delay:
+            # an OTP_REQUIRED with a challenge of the dead step would mislead.
+            return {"response_type": "AUTH_ERR"}
         return await self._otp_required(ctx, user, pending, pending.username)
 
     async def _otp_required(

@@ -252,6 +252,8 @@ class RecoveryCodesService(Service):
                 position = int(candidate)
         if position is None:
             return None
+        if ctx.step_current is not None and not ctx.step_current():
+            return None  # another answer finished the login during the hash: keep the code
         redact(value)
         used, _ = await db.write(
             "UPDATE recovery_codes SET used_at = ? WHERE user_id = ? AND position = ? "

@@ -42,7 +42,11 @@ from webauthn import (
     verify_authentication_response,
     verify_registration_response,
 )
-from webauthn.helpers import options_to_json_dict
+from webauthn.helpers import (
+    decode_credential_public_key,
+    decoded_public_key_to_cryptography,
+    options_to_json_dict,
+)
 from webauthn.helpers.cose import COSEAlgorithmIdentifier
 from webauthn.helpers.structs import (
     AttestationConveyancePreference,
@@ -154,52 +158,84 @@ class WebauthnSettings(BaseModel):
     def _rp_id(cls, value: str) -> str:
         if not value:
             return value
-        value = value.lower()
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            pass
-        else:
-            raise ValueError(
-                "must be a host name: browsers refuse an IP address as rp id (give the NAS "
-                "a name in DNS or in the clients' hosts files)"
-            )
-        labels = value.split(".")
-        if len(value) > 253 or not all(
-            0 < len(label) <= 63
-            and label.replace("-", "").isalnum()
-            and label.isascii()
-            and not label.startswith("-")
-            and not label.endswith("-")
-            for label in labels
-        ):
-            raise ValueError(f"{value[:100]!r} is not a host name (no scheme, port or path)")
-        return value
+        return _host_name(value, "rp id")
 
     @field_validator("webauthn_origins")
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
+        """Each origin in the form browsers send (lower case, punycode, no default
+        port), so that the comparison with the client data and the Origin header holds."""
+        normal: list[str] = []
         for origin in value:
             parts = urlsplit(origin)
+            try:
+                port = parts.port
+            except ValueError:
+                port = -1
             if (
-                parts.scheme not in ("https", "http")
+                parts.scheme.lower() not in ("https", "http")
                 or not parts.hostname
                 or parts.path
                 or parts.query
                 or parts.fragment
                 or parts.username is not None
+                or port == -1
+                or parts.netloc.endswith(":")
                 or f"{parts.scheme}://{parts.netloc}" != origin
             ):
                 raise ValueError(
                     f"{origin[:100]!r} is not a browser origin: scheme://host[:port], "
                     "e.g. https://nas.example.com"
                 )
-            if parts.scheme == "http" and not _is_localhost(parts.hostname):
+            scheme = parts.scheme.lower()
+            host = _host_name(parts.hostname, "origin host")
+            if scheme == "http" and not _is_localhost(host):
                 raise ValueError(
                     f"{origin[:100]!r}: browsers allow WebAuthn over http only on "
                     "localhost; use https (tls = true)"
                 )
-        return value
+            default = {"https": 443, "http": 80}[scheme]
+            normal.append(
+                f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+            )
+        return normal
+
+
+def _host_name(value: str, what: str) -> str:
+    """``value`` as browsers compare host names: lower case, punycode (IDNA).
+
+    Raises:
+        ValueError: an IP address, or a name a browser reads as one (all-digit last
+            label), or not a host name.
+    """
+    value = value.lower().rstrip(".")
+    try:
+        value = value.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(f"{value[:100]!r} is not a host name") from None
+    labels = value.split(".")
+    numeric = labels[-1].isdigit() or labels[-1].startswith("0x")
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    else:
+        numeric = True
+    if numeric:
+        raise ValueError(
+            f"the {what} must be a host name: browsers refuse an IP address (give the NAS "
+            "a name in DNS or in the clients' hosts files)"
+        )
+    if len(value) > 253 or not all(
+        0 < len(label) <= 63
+        and label.replace("-", "").isalnum()
+        and label.isascii()
+        and not label.startswith("-")
+        and not label.endswith("-")
+        for label in labels
+    ):
+        raise ValueError(f"{value[:100]!r} is not a host name (no scheme, port or path)")
+    return value
 
 
 @dataclass(slots=True)
@@ -380,7 +416,8 @@ class WebauthnService(Service):
     def relying_party(self) -> tuple[str, list[str]]:
         """``(rp id, allowed origins)`` (API.md §12): the settings, or from the listener:
         on a loopback listener ``localhost`` and ``http(s)://localhost:PORT``; otherwise
-        the host name and the daemon's origins by that name."""
+        the fully qualified host name (the short one without a domain) and the daemon's
+        origin by that name (no port when it is the scheme's default)."""
         settings = self.middleware.settings
         port = self.middleware.listen_port or settings.port
         scheme = "https" if settings.tls else "http"
@@ -389,15 +426,19 @@ class WebauthnService(Service):
             loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
         except ValueError:
             loopback = False
-        rp_id = self.settings.webauthn_rp_id or (
-            "localhost" if loopback else self.middleware.hostname.lower()
-        )
+        if self.settings.webauthn_rp_id:
+            rp_id = self.settings.webauthn_rp_id
+        elif loopback:
+            rp_id = "localhost"
+        else:
+            # The fully qualified name when there is one: a browser that opened the UI
+            # by it can use an rp id it ends with, not the short name.
+            fqdn = _fqdn()
+            rp_id = fqdn if "." in fqdn else self.middleware.hostname.lower()
         if self.settings.webauthn_origins:
             return rp_id, list(self.settings.webauthn_origins)
-        names = [rp_id]
-        if not loopback and not self.settings.webauthn_rp_id:
-            names += [h for h in (_fqdn(),) if h and h != rp_id]
-        return rp_id, [f"{scheme}://{name}:{port}" for name in names]
+        default = 443 if scheme == "https" else 80
+        return rp_id, [f"{scheme}://{rp_id}" + ("" if port == default else f":{port}")]
 
     def has_passkey(self, user_id: int) -> bool:
         """Second-factor kind ``WEBAUTHN``: the user has at least one passkey."""
@@ -428,10 +469,13 @@ class WebauthnService(Service):
         )
         if found is not None:
             return bytes(found[0])
-        await db.write(
-            "INSERT OR IGNORE INTO webauthn_users (user_id, handle) VALUES (?, ?)",
-            (user_id, os.urandom(USER_HANDLE_BYTES)),
-        )
+        try:
+            await db.write(
+                "INSERT OR IGNORE INTO webauthn_users (user_id, handle) VALUES (?, ?)",
+                (user_id, os.urandom(USER_HANDLE_BYTES)),
+            )
+        except sqlite3.IntegrityError:  # the account was deleted meanwhile (foreign key)
+            raise CallError("The account was deleted", ENOENT) from None
         found = await db.fetch_one(
             "SELECT handle FROM webauthn_users WHERE user_id = ?", (user_id,)
         )
@@ -569,6 +613,16 @@ class WebauthnService(Service):
             logger.info("user %s: passkey registration refused: %s", row.username, _refusal(exc))
             raise ValidationError(
                 attribute, f"Passkey registration refused: {_refusal(exc)}"
+            ) from None
+        try:
+            # A key that cannot be loaded could never verify a login (attestation
+            # "none" does not prove it): refuse it now rather than count it as a factor.
+            decoded_public_key_to_cryptography(
+                decode_credential_public_key(verified.credential_public_key)
+            )
+        except Exception:
+            raise ValidationError(
+                attribute, "Passkey registration refused: the public key is not usable"
             ) from None
         if len(verified.credential_id) > MAX_CREDENTIAL_ID:
             raise ValidationError(
@@ -745,7 +799,10 @@ class WebauthnService(Service):
         ) -> tuple[StepProof | None, str]:
             challenge = offered.get(_FACTOR)  # taken off the step by the frame: spent
             if not isinstance(challenge, _Challenge):
-                return None, "passkey assertion without a challenge (the user has no passkey)"
+                return None, (
+                    "passkey assertion without a challenge (none offered, or spent by "
+                    "another answer to the step)"
+                )
             if challenge.expires <= self.middleware.clock.time():
                 return None, "passkey assertion for an expired challenge"
             return await self._verify(user, data.credential, challenge.challenge)

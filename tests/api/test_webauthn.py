@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import pyotp
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -20,7 +21,7 @@ from middlewared_2fa.cli.client import Client, ClientError, ConnectError, open_c
 from middlewared_2fa.clock import FrozenClock
 from middlewared_2fa.config import load_settings, plugin_settings
 from middlewared_2fa.errors import StartupError
-from tests.helpers.authenticator import SoftAuthenticator, b64url
+from tests.helpers.authenticator import SoftAuthenticator, b64url, unb64url
 from tests.helpers.daemon import InProcessDaemon, wait_until
 from tests.helpers.plugins import load_plugin
 from tests.helpers.rfc import RFC_SECRET
@@ -575,8 +576,24 @@ def test_relying_party_settings_are_checked() -> None:
     values = plugin_settings(env, [("webauthn", model)])[model]
     assert values.webauthn_rp_id == "nas.example.com"
     assert values.webauthn_origins == ["https://nas.example.com:8642", "https://a.nas.example.com"]
+    env = load_settings(
+        environ={
+            "MIDDLEWARED_2FA_WEBAUTHN_RP_ID": "NAS.Example.com",
+            "MIDDLEWARED_2FA_WEBAUTHN_ORIGINS": "https://NAS.example.com:443,https://bücher.nas.example.com:8443",
+        }
+    )
+    values = plugin_settings(env, [("webauthn", model)])[model]
+    # The form browsers send: lower case, no default port, punycode.
+    assert values.webauthn_origins == [
+        "https://nas.example.com",
+        "https://xn--bcher-kva.nas.example.com:8443",
+    ]
     for key, bad in (
         ("WEBAUTHN_RP_ID", "192.168.1.10"),
+        ("WEBAUTHN_RP_ID", "127.1"),
+        ("WEBAUTHN_RP_ID", "nas.123"),
+        ("WEBAUTHN_ORIGINS", "https://nas.example.com:"),
+        ("WEBAUTHN_ORIGINS", "https://nas.example.com:99999"),
         ("WEBAUTHN_RP_ID", "https://nas.example.com"),
         ("WEBAUTHN_RP_ID", "nas.example.com:8642"),
         ("WEBAUTHN_ORIGINS", "http://nas.example.com:8642"),
@@ -743,3 +760,50 @@ async def test_the_relying_party_in_effect_is_logged(
     await daemon.restart()
     port = daemon.daemon.port  # type: ignore[union-attr]
     assert f"passkeys: rp id localhost, origins http://localhost:{port}" in caplog.messages
+
+
+async def test_a_recovery_code_raced_by_a_passkey_login_is_not_spent(
+    daemon: InProcessDaemon,
+) -> None:
+    """The assertion and a recovery code answer the same step at once; the assertion
+    wins while the code is being hashed: the code stays unused and no RecoveryCodeUsed
+    alert says the codes are known to someone else (second attack pass)."""
+    key = SoftAuthenticator()
+    async with daemon.admin() as admin:
+        await make_user(admin, "race")
+    async with logged_in(daemon, "race") as c:
+        await register(daemon, c, "race", key)
+        codes = await c.call("user.twofactor_recovery_codes", "race")
+    async with daemon.client() as c:
+        request = (await password_step(c, "race"))["webauthn"]["options"]
+        assertion = key.assertion(request, origin=origin(daemon))
+        won, lost = await asyncio.gather(
+            passkey_step(c, assertion),
+            c.call("auth.login_ex_continue", {"mechanism": "OTP_TOKEN", "otp_token": codes[0]}),
+        )
+        assert won["response_type"] == "SUCCESS"
+        assert lost["response_type"] == "AUTH_ERR"
+        assert (await c.call("user.twofactor_config", "race"))["recovery_codes_remaining"] == 10
+    async with daemon.admin() as admin:
+        alerts = [a for a in await admin.call("alert.list") if a["klass"] == "RecoveryCodeUsed"]
+    assert alerts == []
+
+
+async def test_a_public_key_that_cannot_verify_is_refused(daemon: InProcessDaemon) -> None:
+    """Attestation "none" proves nothing about the key: a P-256 point off the curve would
+    count as a factor (and upgrade a setup-only session) yet never verify a login."""
+    key = SoftAuthenticator()
+    async with daemon.admin() as admin:
+        await make_user(admin, "offcurve")
+    async with logged_in(daemon, "offcurve") as c:
+        begun = (await c.call("user.webauthn_register_begin", "offcurve", {"name": "k"}))["options"]
+        response = key.register(begun, origin=origin(daemon))
+        attestation = cbor2.loads(unb64url(response["response"]["attestationObject"]))
+        auth_data = bytearray(attestation["authData"])
+        auth_data[-1] ^= 0x01  # the last byte of y: the point leaves the curve
+        attestation["authData"] = bytes(auth_data)
+        response["response"]["attestationObject"] = b64url(cbor2.dumps(attestation))
+        with pytest.raises(ClientError) as err:
+            await c.call("user.webauthn_register_finish", "offcurve", response)
+        assert err.value.code == -32602 and "public key" in err.value.extra[0][1]
+        assert await c.call("user.webauthn_list", "offcurve") == []
