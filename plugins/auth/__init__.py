@@ -539,11 +539,9 @@ class AuthService(Service):
                 ctx, attempt, user, user.username, description + "; retries exhausted"
             )
             return {"response_type": "AUTH_ERR"}
+        # Still OTP_REQUIRED when another answer ended the step during the delay: wrong
+        # answers sent at once count one by one, 3 retries then AUTH_ERR (API.md §3).
         await self._failed(ctx, attempt, user, user.username, description)
-        if session.pending is not pending:
-            # Another answer, or a new password step, ended the step during the delay:
-            # an OTP_REQUIRED with a challenge of the dead step would mislead.
-            return {"response_type": "AUTH_ERR"}
         return await self._otp_required(ctx, user, pending, pending.username)
 
     async def _otp_required(
