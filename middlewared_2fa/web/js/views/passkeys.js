@@ -128,6 +128,45 @@ export async function addPasskeyDialog(app) {
  * or nothing when there are none: `left` unused recovery codes (null or undefined when not
  * known: "if any"). `whose`: "your" or "their"; `what`: what happens to them.
  */
+/**
+ * The table of passkeys (PasskeyEntry list, API.md §12): name, added, last used, and a
+ * Remove button per row (`data-passkey-id`) calling `onRemove(entry)`; `empty` (a
+ * sentence) when there are none. Used by the Passkeys card and the Users screen.
+ */
+export function passkeyTable(entries, { caption, empty, onRemove }) {
+  if (!entries.length) return h('p', { class: 'muted', text: empty });
+  const rows = entries.map((entry) => {
+    const remover = h('button', {
+      type: 'button',
+      class: 'button button-danger-outline button-small',
+      text: 'Remove',
+      'aria-label': `Remove ${entry.name}`,
+      dataset: { passkeyId: String(entry.id) },
+    });
+    remover.addEventListener('click', () => onRemove(entry));
+    return {
+      attrs: { dataset: { passkeyId: String(entry.id) } },
+      cells: [
+        entry.name,
+        dateTime(wireMillis(entry.created_at)),
+        entry.last_used_at ? dateTime(wireMillis(entry.last_used_at)) : 'Never',
+        h('div', { class: 'row-actions' }, remover),
+      ],
+    };
+  });
+  return stackedTable({
+    columns: [
+      { label: 'Name', className: 'cell-name' },
+      { label: 'Added' },
+      { label: 'Last used' },
+      { label: 'Actions', className: 'cell-actions' },
+    ],
+    rows,
+    caption,
+    className: 'passkeys-table',
+  });
+}
+
 export function recoveryCodesClause(left, whose, what = 'stop working') {
   if (left === 0) return '';
   return left === null || left === undefined
@@ -271,41 +310,10 @@ export function passkeysCard(app, { onChange = () => {}, recoveryLeft = () => nu
       return;
     }
     if (!entries) return;
-    const rows = entries.map((entry) => {
-      const remover = h('button', {
-        type: 'button',
-        class: 'button button-danger-outline button-small',
-        text: 'Remove',
-        'aria-label': `Remove ${entry.name}`,
-        dataset: { passkeyId: String(entry.id) },
-      });
-      remover.addEventListener('click', () => remove(entry));
-      return {
-        attrs: { dataset: { passkeyId: String(entry.id) } },
-        cells: [
-          entry.name,
-          dateTime(wireMillis(entry.created_at)),
-          entry.last_used_at ? dateTime(wireMillis(entry.last_used_at)) : 'Never',
-          h('div', { class: 'row-actions' }, remover),
-        ],
-      };
-    });
     replace(
       body,
       error ? h('p', { class: 'form-error', role: 'alert', text: error }) : null,
-      rows.length
-        ? stackedTable({
-            columns: [
-              { label: 'Name', className: 'cell-name' },
-              { label: 'Added' },
-              { label: 'Last used' },
-              { label: 'Actions', className: 'cell-actions' },
-            ],
-            rows,
-            caption: 'Your passkeys',
-            className: 'passkeys-table',
-          })
-        : h('p', { class: 'muted', text: 'You have no passkeys.' }),
+      passkeyTable(entries, { caption: 'Your passkeys', empty: 'You have no passkeys.', onRemove: remove }),
     );
   }
 

@@ -30,10 +30,10 @@ import { h, replace, uid } from '../dom.js';
 import { confirmDialog, openDialog } from '../dialog.js';
 import { describeError, fieldPath, sentence } from '../errors.js';
 import { formField } from '../form.js';
-import { dateTime, holdsAll, wireMillis } from '../format.js';
+import { holdsAll } from '../format.js';
 import { RpcError } from '../rpc.js';
 import { copyButton } from './parts.js';
-import { recoveryCodesClause } from './passkeys.js';
+import { passkeyTable, recoveryCodesClause } from './passkeys.js';
 import { CODES_PER_SET } from './recovery.js';
 import { stackedTable } from './table.js';
 
@@ -468,43 +468,16 @@ async function userPasskeysDialog(
       if (alert) replace(list, alert);
       return;
     }
-    const rows = entries.map((entry) => {
-      const remover = h('button', {
-        type: 'button',
-        class: 'button button-danger-outline button-small',
-        text: 'Remove',
-        'aria-label': `Remove ${entry.name}`,
-        dataset: { passkeyId: String(entry.id) },
-      });
-      remover.addEventListener('click', () => {
-        if (dialogCtx) dialogCtx.render(confirmStep(entry));
-      });
-      return {
-        attrs: { dataset: { passkeyId: String(entry.id) } },
-        cells: [
-          entry.name,
-          dateTime(wireMillis(entry.created_at)),
-          entry.last_used_at ? dateTime(wireMillis(entry.last_used_at)) : 'Never',
-          h('div', { class: 'row-actions' }, remover),
-        ],
-      };
-    });
     replace(
       list,
       alert,
-      rows.length
-        ? stackedTable({
-            columns: [
-              { label: 'Name', className: 'cell-name' },
-              { label: 'Added' },
-              { label: 'Last used' },
-              { label: 'Actions', className: 'cell-actions' },
-            ],
-            rows,
-            caption: `Passkeys of ${name}`,
-            className: 'passkeys-table',
-          })
-        : h('p', { class: 'muted', text: 'No passkeys.' }),
+      passkeyTable(entries, {
+        caption: `Passkeys of ${name}`,
+        empty: 'No passkeys.',
+        onRemove: (entry) => {
+          if (dialogCtx) dialogCtx.render(confirmStep(entry));
+        },
+      }),
     );
   }
 
